@@ -1,0 +1,117 @@
+"""The evaluation protocol of the SR literature, in one place.
+
+An image under test is rounded to uint8, converted to the BT.601 Y channel (16-235 range),
+``crop_border`` pixels are removed at each border, then PSNR (peak 255) and SSIM (11x11
+Gaussian window, sigma 1.5, K1 0.01, K2 0.03, as in Wang et al. 2004) are computed. LPIPS
+(AlexNet, v0.1) is computed on the RGB images with the same crop, scaled to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from .io import SrpipeError
+
+BACKBONE_ENV = "SRPIPE_LPIPS_BACKBONE"
+
+
+def rgb_to_y(img: np.ndarray) -> np.ndarray:
+    """BT.601 luma of a uint8 RGB image, as float64 in [16, 235] (MATLAB ``rgb2ycbcr``'s Y, unrounded)."""
+    rgb = img.astype(np.float64)
+    return 16.0 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255.0
+
+
+def _prepare(img: np.ndarray, crop_border: int, y_channel: bool) -> np.ndarray:
+    if img.dtype != np.uint8:
+        raise TypeError(f"metrics expect uint8 images, got {img.dtype}")
+    out = rgb_to_y(img) if y_channel else img.astype(np.float64)
+    if crop_border:
+        out = out[crop_border:-crop_border, crop_border:-crop_border]
+    return out
+
+
+def _check_pair(sr: np.ndarray, hr: np.ndarray) -> None:
+    if sr.shape != hr.shape:
+        raise ValueError(f"image shapes differ: {sr.shape} vs {hr.shape}")
+
+
+def psnr(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0, y_channel: bool = True) -> float:
+    _check_pair(sr, hr)
+    a, b = _prepare(sr, crop_border, y_channel), _prepare(hr, crop_border, y_channel)
+    if np.array_equal(a, b):
+        return float("inf")
+    return float(peak_signal_noise_ratio(b, a, data_range=255.0))
+
+
+def ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0, y_channel: bool = True) -> float:
+    _check_pair(sr, hr)
+    a, b = _prepare(sr, crop_border, y_channel), _prepare(hr, crop_border, y_channel)
+    return float(
+        structural_similarity(
+            a, b, data_range=255.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+            K1=0.01, K2=0.03, channel_axis=None if a.ndim == 2 else 2,
+        )
+    )
+
+
+def load_lpips_backbone(model, backbone: str | Path) -> None:
+    """Load torchvision-style ``features.N.*`` AlexNet weights into an ``lpips.LPIPS`` model."""
+    import torch
+
+    path = Path(backbone)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise SrpipeError(f"cannot load LPIPS backbone {path}: {exc}") from None
+    target = {}
+    for name in ("slice1", "slice2", "slice3", "slice4", "slice5"):
+        for key, value in getattr(model.net, name).state_dict().items():
+            target[f"features.{key}"] = (name, key, value)
+    missing = sorted(set(target) - set(state))
+    if missing:
+        raise SrpipeError(f"LPIPS backbone {path} lacks keys: {', '.join(missing)}")
+    with torch.no_grad():
+        for full_key, (name, key, value) in target.items():
+            getattr(model.net, name).state_dict()[key].copy_(state[full_key])
+
+
+class LPIPS:
+    """LPIPS distance (lpips package, AlexNet v0.1) between uint8 RGB images.
+
+    ``backbone`` is a local AlexNet-features file for air-gapped machines; when it is None the
+    ``SRPIPE_LPIPS_BACKBONE`` environment variable is used, else torchvision downloads it.
+    """
+
+    def __init__(self, backbone: str | Path | None = None, device: str = "cpu"):
+        import warnings
+
+        import lpips
+
+        backbone = backbone or os.environ.get(BACKBONE_ENV) or None
+        with warnings.catch_warnings():  # torchvision's deprecation notice about lpips's `pretrained=` call
+            warnings.simplefilter("ignore", UserWarning)
+            self.model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=backbone is not None, verbose=False)
+        if backbone is not None:
+            load_lpips_backbone(self.model, backbone)
+        self.model.eval().to(device)
+        self.device = device
+
+    def to_tensor(self, img: np.ndarray):
+        import torch
+
+        t = torch.from_numpy(img.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
+        return t.to(self.device)
+
+    def __call__(self, sr: np.ndarray, hr: np.ndarray, crop_border: int = 0) -> float:
+        import torch
+
+        _check_pair(sr, hr)
+        if crop_border:
+            sr = sr[crop_border:-crop_border, crop_border:-crop_border]
+            hr = hr[crop_border:-crop_border, crop_border:-crop_border]
+        with torch.no_grad():
+            return float(self.model(self.to_tensor(sr), self.to_tensor(hr)).item())

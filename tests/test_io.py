@@ -1,0 +1,71 @@
+import cv2
+import numpy as np
+import pytest
+
+from srpipe.io import SrpipeError, atomic_path, list_images, read_image, write_image
+
+
+def test_png_roundtrip_rgb(tmp_path):
+    img = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    write_image(tmp_path / "a.png", img)
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), img)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path):
+    cv2.imwrite(str(tmp_path / "g.png"), np.arange(12, dtype=np.uint8).reshape(3, 4))
+    img = read_image(tmp_path / "g.png")
+    assert img.shape == (3, 4, 3)
+    assert (img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()
+    assert img[2, 3, 0] == 11
+
+
+def test_sixteen_bit_is_scaled_to_eight(tmp_path):
+    cv2.imwrite(str(tmp_path / "d.png"), np.array([[0, 257, 65535]], np.uint16))
+    assert read_image(tmp_path / "d.png")[0, :, 0].tolist() == [0, 1, 255]
+
+
+def test_rgba_alpha_dropped_with_warning(tmp_path):
+    bgra = np.zeros((2, 2, 4), np.uint8)
+    bgra[..., 2] = 200  # red in OpenCV's BGRA order
+    bgra[..., 3] = 10
+    cv2.imwrite(str(tmp_path / "t.png"), bgra)
+    with pytest.warns(UserWarning, match="alpha"):
+        img = read_image(tmp_path / "t.png")
+    assert img.shape == (2, 2, 3) and img[0, 0].tolist() == [200, 0, 0]
+
+
+def test_corrupt_image_is_reported_by_path(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(SrpipeError, match="broken.png"):
+        read_image(bad)
+
+
+def test_list_images_errors(tmp_path):
+    with pytest.raises(SrpipeError, match="not found: .*missing"):
+        list_images(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(SrpipeError, match="no images"):
+        list_images(tmp_path)
+
+
+def test_atomic_path_keeps_old_output_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_path_replaces_folders(tmp_path):
+    target = tmp_path / "dir"
+    (target / "stale").mkdir(parents=True)
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "fresh").write_text("1")
+    assert [p.name for p in target.iterdir()] == ["fresh"]
+    assert [p.name for p in tmp_path.iterdir()] == ["dir"]
