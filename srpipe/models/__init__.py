@@ -1,0 +1,55 @@
+"""Architecture registry and self-describing checkpoints.
+
+A checkpoint stores the architecture name and its keyword arguments beside the weights, so
+evaluate, export-onnx and benchmark rebuild the model without params.yaml.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..io import SrpipeError, atomic_path
+from .edsr import EDSR
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"edsr": EDSR}
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    try:
+        cls = ARCHITECTURES[name]
+    except KeyError:
+        raise SrpipeError(f"unknown model {name!r}; available: {', '.join(ARCHITECTURES)}") from None
+    return cls(**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, arch: dict[str, Any], **extra: Any) -> None:
+    """Atomically write ``{'arch': {'name', 'kwargs'}, 'state_dict', ...extra}``."""
+    with atomic_path(path) as tmp:
+        torch.save({"arch": arch, "state_dict": model.state_dict(), **extra}, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise SrpipeError(f"cannot load checkpoint {path}: {exc}") from None
+    if not isinstance(ckpt, dict) or "arch" not in ckpt:
+        raise SrpipeError(f"{path} is not an srpipe checkpoint (no architecture recorded)")
+    return ckpt
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model recorded in a checkpoint, in eval mode, with its weights."""
+    ckpt = load_checkpoint(path)
+    model = build_model(ckpt["arch"]["name"], **ckpt["arch"]["kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt

@@ -1,0 +1,58 @@
+"""Building blocks shared by the SR architectures, named after the papers (EDSR, RCAN)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def default_conv(in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+
+
+class CALayer(nn.Module):
+    """Channel attention (RCAN): global average pool, squeeze, excite, rescale the channels."""
+
+    def __init__(self, n_feats: int, reduction: int = 16):
+        super().__init__()
+        squeezed = max(1, n_feats // reduction)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.body = nn.Sequential(
+            nn.Conv2d(n_feats, squeezed, 1), nn.ReLU(inplace=True), nn.Conv2d(squeezed, n_feats, 1), nn.Sigmoid()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.body(self.pool(x))
+
+
+class ResBlock(nn.Module):
+    """EDSR residual block: conv-ReLU-conv, no batch norm, scaled residual; with ``attention`` an
+    RCAN channel-attention layer before the skip (an RCAB)."""
+
+    def __init__(self, n_feats: int, res_scale: float = 1.0, attention: bool = False, reduction: int = 16):
+        super().__init__()
+        layers = [default_conv(n_feats, n_feats), nn.ReLU(inplace=True), default_conv(n_feats, n_feats)]
+        if attention:
+            layers.append(CALayer(n_feats, reduction))
+        self.body = nn.Sequential(*layers)
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x) * self.res_scale
+
+
+class Upsampler(nn.Sequential):
+    """Sub-pixel convolution (PixelShuffle) upsampling: x2, x3, and powers of two as repeated x2."""
+
+    def __init__(self, scale: int, n_feats: int):
+        layers: list[nn.Module] = []
+        if scale == 3:
+            layers += [default_conv(n_feats, 9 * n_feats), nn.PixelShuffle(3)]
+        elif scale >= 2 and scale & (scale - 1) == 0:
+            for _ in range(int(math.log2(scale))):
+                layers += [default_conv(n_feats, 4 * n_feats), nn.PixelShuffle(2)]
+        else:
+            raise ValueError(f"unsupported scale {scale}; use 2, 3, 4 or 8")
+        super().__init__(*layers)

@@ -1,0 +1,47 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from srpipe.config import ModelParams
+from srpipe.models import build_model, count_parameters, load_model, save_checkpoint
+from srpipe.models.common import CALayer
+from srpipe.train import model_arch
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_output_is_scale_times_input(scale):
+    model = build_model("edsr", scale=scale, n_resblocks=2, n_feats=8)
+    assert model(torch.rand(2, 3, 10, 12)).shape == (2, 3, 10 * scale, 12 * scale)
+
+
+def test_upsampling_only_at_the_end():
+    model = build_model("edsr", scale=2, n_resblocks=2, n_feats=8)
+    shuffles = [n for n, m in model.named_modules() if isinstance(m, torch.nn.PixelShuffle)]
+    assert shuffles and all(n.startswith("tail.") for n in shuffles)
+
+
+def test_attention_adds_channel_attention_to_every_block():
+    plain = build_model("edsr", scale=2, n_resblocks=3, n_feats=32)
+    rcab = build_model("edsr", scale=2, n_resblocks=3, n_feats=32, attention=True, reduction=16)
+    assert sum(isinstance(m, CALayer) for m in rcab.modules()) == 3
+    # each CALayer: 32->2 and 2->32 1x1 convs with biases
+    assert count_parameters(rcab) - count_parameters(plain) == 3 * (32 * 2 + 2 + 2 * 32 + 32)
+
+
+def test_bicubic_global_skip_passes_input_through_a_zero_network():
+    model = build_model("edsr", scale=2, n_resblocks=1, n_feats=8, global_skip="bicubic")
+    torch.nn.init.zeros_(model.tail[-1].weight)
+    torch.nn.init.zeros_(model.tail[-1].bias)
+    x = torch.rand(1, 3, 9, 11)
+    expected = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_checkpoint_rebuilds_model_without_params(tmp_path):
+    arch = model_arch(ModelParams(n_resblocks=2, n_feats=8, attention=True, reduction=4), scale=3)
+    model = build_model(arch["name"], **arch["kwargs"])
+    save_checkpoint(tmp_path / "m.pt", model, arch, epoch=7)
+    loaded, ckpt = load_model(tmp_path / "m.pt")
+    x = torch.rand(1, 3, 8, 8)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+    assert ckpt["epoch"] == 7 and ckpt["arch"]["kwargs"]["scale"] == 3
