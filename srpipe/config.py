@@ -1,0 +1,201 @@
+"""Typed schema of ``params.yaml``.
+
+Every hyperparameter lives in ``params.yaml``; this module is the one place that knows its
+shape. :func:`load_params` reads the file, applies ``--set key.sub=value`` overrides and
+validates everything before any stage starts work. A bad file raises :class:`ParamsError`
+with a one-line message naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ParamsError(ValueError):
+    """params.yaml (or an override) is missing, malformed or out of range."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataParams(_Section):
+    train: str = Field("sample-train", description="training HR images: 'sample-train' or a folder")
+    valid: str = Field("sample-valid", description="validation HR images: 'sample-valid' or a folder")
+    limit: Optional[int] = Field(None, ge=1, description="use at most this many images per set")
+
+
+class DegradationParams(_Section):
+    kind: Literal["bicubic"] = "bicubic"
+
+
+class PatchesParams(_Section):
+    hr_size: int = Field(64, ge=8, le=1024)
+    stride: int = Field(32, ge=1)
+
+
+class ModelParams(_Section):
+    name: Literal["edsr"] = "edsr"
+    n_resblocks: int = Field(8, ge=1, le=256)
+    n_feats: int = Field(32, ge=4, le=1024)
+    res_scale: float = Field(1.0, gt=0, le=1)
+    attention: bool = False
+    reduction: int = Field(16, ge=1)
+    global_skip: Literal["bicubic", "none"] = "bicubic"
+
+
+class TrainParams(_Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(16, ge=1)
+    steps_per_epoch: Optional[int] = Field(None, ge=1, description="null: one pass over all patches")
+    lr: float = Field(2e-4, gt=0, le=1)
+    warmup_epochs: int = Field(1, ge=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    workers: int = Field(0, ge=0, le=64)
+    threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads; null: all cores")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("both betas must be in [0, 1)")
+        return v
+
+
+class EvalParams(_Section):
+    crop_border: Optional[int] = Field(None, ge=0, description="null: crop `scale` pixels")
+    y_channel: bool = True
+    lpips: bool = True
+    lpips_backbone: Optional[str] = Field(
+        None, description="local AlexNet backbone file for LPIPS; null: $SRPIPE_LPIPS_BACKBONE or download"
+    )
+
+
+class ExportParams(_Section):
+    opset: int = Field(17, ge=13, le=23)
+    check_images: int = Field(1, ge=1)
+
+
+class BenchmarkParams(_Section):
+    sizes: list[tuple[int, int]] = Field(default_factory=lambda: [(128, 128), (256, 256)])
+    threads: list[int] = Field(default_factory=lambda: [1, 2])
+    warmup: int = Field(2, ge=0)
+    repeats: int = Field(10, ge=1)
+
+    @field_validator("sizes")
+    @classmethod
+    def _positive_sizes(cls, v: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        if not v or any(h < 1 or w < 1 for h, w in v):
+            raise ValueError("need at least one [height, width] pair of positive integers")
+        return v
+
+    @field_validator("threads")
+    @classmethod
+    def _positive_threads(cls, v: list[int]) -> list[int]:
+        if not v or any(t < 1 for t in v):
+            raise ValueError("need at least one positive thread count")
+        return v
+
+
+class Params(_Section):
+    seed: int = Field(0, ge=0)
+    scale: Literal[2, 3, 4, 8] = 2
+    data: DataParams = Field(default_factory=DataParams)
+    degradation: DegradationParams = Field(default_factory=DegradationParams)
+    patches: PatchesParams = Field(default_factory=PatchesParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    eval: EvalParams = Field(default_factory=EvalParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+    benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)
+
+    @model_validator(mode="after")
+    def _patch_divisible_by_scale(self) -> "Params":
+        if self.patches.hr_size % self.scale:
+            raise ValueError(
+                f"patches.hr_size={self.patches.hr_size} is not divisible by scale={self.scale}; "
+                f"use a multiple of {self.scale}"
+            )
+        return self
+
+    @property
+    def crop_border(self) -> int:
+        return self.scale if self.eval.crop_border is None else self.eval.crop_border
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """Field names allowed at the parent of ``loc`` (used for unknown-key messages)."""
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _format_error(err: dict, source: str) -> str:
+    loc = tuple(err.get("loc", ()))
+    key = ".".join(str(p) for p in loc if not isinstance(p, int)) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(loc))
+        return f"{source}: unknown key '{key}'; allowed keys here: {allowed}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"].startswith("value_error") and not loc:
+        return f"{source}: {msg}"
+    return f"{source}: {key}: {msg} (got {err.get('input')!r})"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``key.sub=value`` into a key path and a YAML-parsed value."""
+    if "=" not in item:
+        raise ParamsError(f"--set {item!r}: expected key.sub=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ParamsError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+    return parts, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ParamsError(f"--set {item!r}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def validate_params(raw: dict, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_format_error(exc.errors()[0], source)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ParamsError(f"cannot read params file {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    return validate_params(apply_overrides(raw, overrides or []), str(path))

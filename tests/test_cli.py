@@ -1,0 +1,133 @@
+"""Params validation and bad input through the real CLI: clear message, non-zero exit, no half output."""
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from srpipe.cli import app
+from srpipe.config import Params, load_params
+
+from .conftest import ROOT
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(*args):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def images(folder, n=2, size=(40, 48)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"img{i}.png"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return folder
+
+
+def test_default_params_file_is_valid():
+    p = load_params(ROOT / "params.yaml")
+    assert isinstance(p, Params) and p.scale == 2 and p.crop_border == 2
+    assert set(yaml.safe_load((ROOT / "params.yaml").read_text())) == set(Params.model_fields)
+
+
+def test_overrides_are_parsed_as_yaml():
+    p = load_params(ROOT / "params.yaml", ["model.attention=true", "benchmark.sizes=[[8, 16]]", "train.lr=1e-4"])
+    assert p.model.attention is True and p.benchmark.sizes == [(8, 16)] and p.train.lr == 1e-4
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("model.colour=1", "unknown key 'model.colour'; allowed keys here: name, n_resblocks"),
+        ("optimiser.lr=1", "unknown key 'optimiser'"),
+        ("scale=5", "scale: Input should be 2, 3, 4 or 8"),
+        ("train.epochs=many", "train.epochs: Input should be a valid integer"),
+        ("train.epochs=0", "train.epochs: Input should be greater than or equal to 1"),
+        ("model.global_skip=nearest", "model.global_skip: Input should be 'bicubic' or 'none'"),
+        ("patches.hr_size=65", "patches.hr_size=65 is not divisible by scale=2"),
+        ("scale=3", "patches.hr_size=64 is not divisible by scale=3"),
+    ],
+)
+def test_bad_params_exit_2_naming_the_key(project, override, expected):
+    code, out = run("extract-patches", "--set", override)
+    assert code == 2
+    assert expected in out
+    assert len(out.strip().splitlines()) == 1
+    assert not (project / "data").exists()
+
+
+def test_unknown_key_in_file(project):
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["train"]["learning_rate"] = 0.1
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    code, out = run("train")
+    assert code == 2 and "unknown key 'train.learning_rate'" in out and "lr" in out
+
+
+def test_missing_params_file(project):
+    code, out = run("train", "--params", "nope.yaml")
+    assert code == 2 and "nope.yaml" in out
+
+
+def test_missing_image_folder(project):
+    code, out = run("prepare-degradations", "--set", f"data.train={project / 'absent'}")
+    assert code == 1 and "image folder not found" in out and "absent" in out
+    assert not (project / "data" / "prepared" / "train").exists()
+
+
+def test_empty_image_folder(project):
+    (project / "empty").mkdir()
+    code, out = run("prepare-degradations", "--set", f"data.train={project / 'empty'}")
+    assert code == 1 and "no images" in out and "empty" in out
+
+
+def test_unreadable_image_leaves_no_output(project):
+    folder = images(project / "raw")
+    (folder / "zz_corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    code, out = run("prepare-degradations", "--out", "prep", "--set", f"data.train={folder}",
+                    "--set", f"data.valid={folder}")
+    assert code == 1 and "zz_corrupt.jpg" in out
+    assert not (project / "prep").exists() or not any((project / "prep").iterdir())
+
+
+def test_prepare_then_patches_on_a_folder(project):
+    folder = images(project / "raw", n=3, size=(41, 50))
+    code, out = run("prepare-degradations", "--out", "prep", "--set", f"data.train={folder}",
+                    "--set", f"data.valid={folder}")
+    assert code == 0, out
+    hr = cv2.imread(str(project / "prep" / "train" / "hr" / "img0.png"))
+    lr = cv2.imread(str(project / "prep" / "train" / "lr_x2" / "img0.png"))
+    assert hr.shape == (40, 50, 3) and lr.shape == (20, 25, 3)
+    code, out = run("extract-patches", "--prepared", "prep/train", "--out", "patches",
+                    "--set", "patches.hr_size=16", "--set", "patches.stride=16")
+    assert code == 0, out
+    hr_p, lr_p = np.load(project / "patches" / "hr.npy"), np.load(project / "patches" / "lr.npy")
+    # rows 0, 16, 24 and cols 0, 16, 32, 34 of each 40x50 image
+    assert hr_p.shape == (3 * 12, 16, 16, 3) and lr_p.shape == (3 * 12, 8, 8, 3)
+    np.testing.assert_array_equal(hr_p[0], cv2.cvtColor(hr, cv2.COLOR_BGR2RGB)[:16, :16])
+    index = (project / "patches" / "index.csv").read_text().splitlines()
+    assert index[0] == "patch,image,y,x" and len(index) == 37
+
+
+def test_images_smaller_than_a_patch_are_skipped(project):
+    folder = images(project / "raw", n=1, size=(40, 40))
+    cv2.imwrite(str(folder / "tiny.png"), np.zeros((10, 10, 3), np.uint8))
+    assert run("prepare-degradations", "--out", "prep", "--set", f"data.train={folder}",
+               "--set", f"data.valid={folder}")[0] == 0
+    with pytest.warns(UserWarning, match="tiny.png: smaller than one 32px patch"):
+        code, out = run("extract-patches", "--prepared", "prep/train", "--out", "patches",
+                        "--set", "patches.hr_size=32")
+    assert code == 0, out
+    assert np.load(project / "patches" / "hr.npy").shape[0] == 4

@@ -1,0 +1,120 @@
+"""End to end: the real `dvc repro` and `dvc exp run` on a tiny config in a temporary git repo."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import ROOT
+
+STAGES = ["prepare-degradations", "extract-patches", "train", "evaluate", "export-onnx", "benchmark"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"]
+
+TINY = {
+    "data": {"limit": 2},
+    "patches": {"hr_size": 32, "stride": 96},
+    "model": {"n_resblocks": 1, "n_feats": 8},
+    "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "warmup_epochs": 1},
+    "export": {"check_images": 1},
+    "benchmark": {"sizes": [[24, 24], [32, 40]], "threads": [1], "warmup": 1, "repeats": 3},
+}
+
+
+def sh(cwd, *cmd):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{output}"
+    return output
+
+
+def ran(output):
+    return [s for s in STAGES if f"Running stage '{s}'" in output]
+
+
+def flatten(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def find(tree, key):
+    """Every value stored under ``key`` anywhere in nested JSON."""
+    if isinstance(tree, dict):
+        return [v for k, v in tree.items() if k == key] + [x for v in tree.values() for x in find(v, key)]
+    if isinstance(tree, list):
+        return [x for v in tree for x in find(v, key)]
+    return []
+
+
+@pytest.fixture
+def repo(tmp_path, backbone):
+    for name in PROJECT_FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "srpipe", tmp_path / "srpipe", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    params["eval"]["lpips_backbone"] = str(backbone)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "git", "add", "-A")
+    sh(tmp_path, "git", "commit", "-qm", "tiny project")
+    return tmp_path
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_repro_cache_and_experiment(repo):
+    first = sh(repo, "dvc", "repro")
+    assert ran(first) == STAGES
+
+    assert len(list((repo / "data/prepared/train/hr").glob("*.png"))) == 2
+    assert (repo / "data/patches/hr.npy").is_file() and (repo / "data/patches/index.csv").is_file()
+    assert (repo / "stages/train/best.pt").is_file() and (repo / "stages/train/last.pt").is_file()
+    log = (repo / "metrics/train_log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,loss,val_psnr") and len(log) == 3
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert 20 < evaluation["psnr"] < 50 and 0 < evaluation["ssim"] <= 1 and 0 <= evaluation["lpips"] < 1
+    assert 25 < evaluation["bicubic"]["psnr"] < 40
+    export = json.loads((repo / "metrics/export.json").read_text())
+    assert (repo / "stages/export-onnx/model.onnx").is_file() and export["max_abs_diff"] < 1e-4
+    bench = flatten(json.loads((repo / "metrics/benchmark.json").read_text()))
+    assert {k for k in bench if k.endswith("latency_ms")} == {
+        f"{e}.{s}.threads1.latency_ms" for e in ("onnxruntime", "torch") for s in ("24x24", "32x40")
+    }
+    assert all(v > 0 for v in bench.values())
+    # generated files stay out of git: only dvc.lock and DVC's own .gitignore files are new
+    status = sh(repo, "git", "status", "--porcelain", "--untracked-files=all").split()
+    assert {Path(p).name for p in status if p not in ("M", "??")} <= {"dvc.lock", ".gitignore"}, status
+
+    again = sh(repo, "dvc", "repro")
+    assert ran(again) == [] and "up to date" in again
+
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline run")
+    experiment = sh(repo, "dvc", "exp", "run", "-S", "model.attention=true")
+    assert ran(experiment) == ["train", "evaluate", "export-onnx", "benchmark"]
+
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))
+    keys = {f"{path}:{key}" for path, changes in diff.items() for key in changes}
+    for wanted in ("metrics/evaluate.json:psnr", "metrics/evaluate.json:ssim", "metrics/evaluate.json:lpips",
+                   "metrics/benchmark.json:onnxruntime.24x24.threads1.latency_ms"):
+        assert wanted in keys, sorted(keys)
+    assert diff["metrics/evaluate.json"]["psnr"]["old"] != diff["metrics/evaluate.json"]["psnr"]["new"]
+
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
+    assert True in find(shown, "attention") and False in find(shown, "attention")
+    assert len(find(shown, "psnr")) >= 2
