@@ -1,0 +1,42 @@
+# `make demo`: install into .venv and run the whole pipeline on the bundled sample photos.
+# `make test`: install (with the dev extra) and run the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch and torchvision are installed together so pip picks a matching pair (lpips needs both).
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+# Air-gapped machines: a local LPIPS AlexNet backbone, used when present (see README).
+LPIPS_LOCAL := $(abspath $(wildcard ../shared/weights/lpips-alexnet-features.pth))
+ifneq ($(LPIPS_LOCAL),)
+export SRPIPE_LPIPS_BACKBONE ?= $(LPIPS_LOCAL)
+endif
+
+.PHONY: install install-dev demo test clean
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install $(TORCH_SPEC)
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@
+
+demo: install
+	dvc repro
+	dvc metrics show
+
+test: install-dev
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf data/prepared data/patches stages/*/ metrics/*.json metrics/*.csv dvc_plots
