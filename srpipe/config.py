@@ -27,10 +27,48 @@ class DataParams(_Section):
     train: str = Field("sample-train", description="training HR images: 'sample-train' or a folder")
     valid: str = Field("sample-valid", description="validation HR images: 'sample-valid' or a folder")
     limit: Optional[int] = Field(None, ge=1, description="use at most this many images per set")
+    raw_dir: str = Field("data/raw", description="where `srpipe data fetch` puts standard datasets")
+
+
+def _ordered_range(v: tuple, low: float, high: float, what: str) -> tuple:
+    if not (low <= v[0] <= v[1] <= high):
+        raise ValueError(f"{what} must be [low, high] with {low} <= low <= high <= {high}")
+    return v
 
 
 class DegradationParams(_Section):
-    kind: Literal["bicubic"] = "bicubic"
+    kind: Literal["bicubic", "realistic"] = Field("bicubic", description="bicubic: the paper protocol")
+    order: list[Literal["blur", "resize", "noise", "jpeg"]] = Field(
+        default_factory=lambda: ["blur", "resize", "noise", "jpeg"]
+    )
+    blur_prob: float = Field(1.0, ge=0, le=1)
+    blur_sigma: tuple[float, float] = (0.8, 1.2)
+    noise_prob: float = Field(1.0, ge=0, le=1)
+    noise_sigma: tuple[float, float] = (0.0, 10.0)
+    jpeg_prob: float = Field(1.0, ge=0, le=1)
+    jpeg_quality: tuple[int, int] = (85, 85)
+
+    @field_validator("order")
+    @classmethod
+    def _order_once_each(cls, v: list[str]) -> list[str]:
+        if v.count("resize") != 1 or len(set(v)) != len(v):
+            raise ValueError("each of blur, resize, noise, jpeg at most once, and resize exactly once")
+        return v
+
+    @field_validator("blur_sigma")
+    @classmethod
+    def _blur_range(cls, v):
+        return _ordered_range(v, 0.01, 20, "blur_sigma")
+
+    @field_validator("noise_sigma")
+    @classmethod
+    def _noise_range(cls, v):
+        return _ordered_range(v, 0, 255, "noise_sigma")
+
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _jpeg_range(cls, v):
+        return _ordered_range(v, 1, 100, "jpeg_quality")
 
 
 class PatchesParams(_Section):
@@ -68,6 +106,8 @@ class TrainParams(_Section):
 
 
 class EvalParams(_Section):
+    datasets: list[str] = Field(default_factory=lambda: ["sample-valid"], min_length=1)
+    degradation: Literal["same", "bicubic"] = Field("same", description="LR of validation/eval sets")
     crop_border: Optional[int] = Field(None, ge=0, description="null: crop `scale` pixels")
     y_channel: bool = True
     lpips: bool = True

@@ -1,57 +1,42 @@
-"""Datasets and the prepare-degradations step.
-
-A dataset is either a bundled name (``sample-train`` / ``sample-valid``: colour photographs that
-scikit-image ships in its wheel, so the demo needs no download) or a folder of images.
-"""
+"""prepare-degradations: HR images cropped to a multiple of the scale, their LR versions, a manifest."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from .config import DegradationParams
+from .datasets import dataset_files
+from .degradations import degrade
+from .imresize import crop_to_multiple
+from .io import SrpipeError, atomic_path, list_images, read_image, write_image
 from .progress import progress
 
-from .imresize import crop_to_multiple, imresize
-from .io import SrpipeError, atomic_path, list_images, read_image, write_image
-
-# Disjoint splits of scikit-image's colour photographs (file names in skimage/data).
-SAMPLE_SETS: dict[str, tuple[str, ...]] = {
-    "sample-train": (
-        "chelsea.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg",
-    ),
-    "sample-valid": ("astronaut.png", "coffee.png"),
-}
-
-
-def sample_dir() -> Path:
-    import skimage
-
-    return Path(skimage.__file__).parent / "data"
-
-
-def dataset_files(source: str) -> list[Path]:
-    """Image files of a dataset given by name or folder."""
-    if source in SAMPLE_SETS:
-        return [sample_dir() / name for name in SAMPLE_SETS[source]]
-    return list_images(source)
+MANIFEST = "manifest.csv"
 
 
 def lr_dirname(scale: int) -> str:
     return f"lr_x{scale}"
 
 
-def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
-    """LR image from a HR image whose sides are multiples of ``scale``."""
-    return imresize(hr, 1.0 / scale)
+def prepare(
+    source: str,
+    out_dir: str | Path,
+    scale: int,
+    degradation: DegradationParams | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    raw_dir: str | Path = "data/raw",
+) -> pd.DataFrame:
+    """Write ``out_dir/hr/*.png``, ``out_dir/lr_xS/*.png`` and ``out_dir/manifest.csv``.
 
-
-def prepare(source: str, out_dir: str | Path, scale: int, limit: int | None = None) -> list[str]:
-    """Write ``out_dir/hr/*.png`` (cropped to a multiple of scale) and ``out_dir/lr_xS/*.png``.
-
-    The folder appears whole or not at all. Returns the image names written.
+    The manifest records, per image, the source file, sizes and every degradation draw. The
+    folder appears whole or not at all. Returns the manifest.
     """
-    files = dataset_files(source)[:limit]
-    names: list[str] = []
+    files = dataset_files(source, raw_dir)[:limit]
+    rows: list[dict] = []
     with atomic_path(out_dir) as tmp:
         (tmp / "hr").mkdir(parents=True)
         (tmp / lr_dirname(scale)).mkdir()
@@ -60,12 +45,29 @@ def prepare(source: str, out_dir: str | Path, scale: int, limit: int | None = No
             if min(hr.shape[:2]) < scale:
                 raise SrpipeError(f"image smaller than the scale factor: {path}")
             name = path.stem + ".png"
-            if name in names:
+            if any(r["image"] == name for r in rows):
                 raise SrpipeError(f"two images named {path.stem} in {source}")
+            lr, drawn = degrade(hr, scale, degradation, seed, path.stem)
             write_image(tmp / "hr" / name, hr)
-            write_image(tmp / lr_dirname(scale) / name, degrade(hr, scale))
-            names.append(name)
-    return names
+            write_image(tmp / lr_dirname(scale) / name, lr)
+            kind = degradation.kind if degradation else "bicubic"
+            rows.append({"image": name, "source": str(path), "height": hr.shape[0], "width": hr.shape[1],
+                         "kind": kind, **drawn.as_row()})
+        manifest = pd.DataFrame(rows)
+        manifest.to_csv(tmp / MANIFEST, index=False)
+    return manifest
+
+
+def make_pairs(
+    source: str, scale: int, degradation: DegradationParams | None = None, seed: int = 0,
+    raw_dir: str | Path = "data/raw",
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, HR, LR) triples made on the fly from any dataset, as :func:`prepare` would write them."""
+    pairs = []
+    for path in dataset_files(source, raw_dir):
+        hr = crop_to_multiple(read_image(path), scale)
+        pairs.append((path.stem + ".png", hr, degrade(hr, scale, degradation, seed, path.stem)[0]))
+    return pairs
 
 
 def load_pairs(prepared_dir: str | Path, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:

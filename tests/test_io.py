@@ -69,3 +69,26 @@ def test_atomic_path_replaces_folders(tmp_path):
         (tmp / "fresh").write_text("1")
     assert [p.name for p in target.iterdir()] == ["fresh"]
     assert [p.name for p in tmp_path.iterdir()] == ["dir"]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif", ".tiff"])
+def test_lossless_formats_roundtrip(tmp_path, suffix):
+    img = np.random.default_rng(1).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    write_image(tmp_path / f"a{suffix}", img)
+    np.testing.assert_array_equal(read_image(tmp_path / f"a{suffix}"), img)
+    assert list_images(tmp_path) == [tmp_path / f"a{suffix}"]
+
+
+def test_jpeg_reads_as_rgb(tmp_path):
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[..., 0] = 200  # red
+    write_image(tmp_path / "r.jpg", img)
+    got = read_image(tmp_path / "r.jpg").astype(int)
+    assert np.abs(got - img).max() <= 3 and got[..., 0].mean() > 190
+
+
+def test_sixteen_bit_tiff(tmp_path):
+    rgb16 = np.zeros((2, 2, 3), np.uint16)
+    rgb16[..., 0] = 65535  # red, written in OpenCV's BGR order below
+    cv2.imwrite(str(tmp_path / "d.tiff"), rgb16[..., ::-1].copy())
+    assert read_image(tmp_path / "d.tiff")[0, 0].tolist() == [255, 0, 0]

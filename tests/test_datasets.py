@@ -1,0 +1,144 @@
+"""Dataset registry and `srpipe data fetch`, against a real HTTP server on 127.0.0.1."""
+
+import hashlib
+import http.server
+import io
+import threading
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from srpipe.cli import app
+from srpipe.datasets import STANDARD, Archive, StandardDataset, dataset_files, dataset_key, fetch, is_present
+from srpipe.io import SrpipeError
+
+
+def small_zip() -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(buf, "w") as z:
+        for i in range(3):
+            ok, png = cv2.imencode(".png", rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+            z.writestr(f"Tiny/HR/img{i}.png", png.tobytes())
+        z.writestr("Tiny/LR_bicubic/X2/img0.png", b"not extracted")
+    return buf.getvalue()
+
+
+class Server:
+    """Serves ``files`` (path -> bytes); ``truncate`` paths announce the full length but send half."""
+
+    def __init__(self, files: dict[str, bytes], truncate: tuple[str, ...] = ()):
+        self.hits: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.hits.append(self.path)
+                body = files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if self.path in truncate else body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    payload = small_zip()
+    s = Server({"/tiny.zip": payload, "/cut.zip": payload}, truncate=("/cut.zip",))
+    s.sha = hashlib.sha256(payload).hexdigest()
+    yield s
+    s.close()
+
+
+def tiny(server, path="/tiny.zip", sha=None):
+    return StandardDataset("tiny", (Archive(server.url + path, sha or server.sha, "tiny.zip"),), "Tiny/HR", "test set")
+
+
+def test_fetch_downloads_verifies_extracts(server, tmp_path):
+    folder, fetched = fetch(tiny(server), tmp_path)
+    assert fetched and folder == tmp_path / "tiny" / "Tiny" / "HR"
+    assert sorted(p.name for p in folder.iterdir()) == ["img0.png", "img1.png", "img2.png"]
+    assert not (tmp_path / "tiny" / "Tiny" / "LR_bicubic").exists()  # only the HR folder is extracted
+    assert is_present(tiny(server), tmp_path)
+    # second call: no-op, no request
+    hits = len(server.hits)
+    assert fetch(tiny(server), tmp_path) == (folder, False)
+    assert len(server.hits) == hits
+
+
+def test_wrong_checksum_leaves_nothing(server, tmp_path):
+    with pytest.raises(SrpipeError, match="checksum mismatch .* expected sha256 0000"):
+        fetch(tiny(server, sha="0" * 64), tmp_path)
+    assert not (tmp_path / "tiny").exists()
+    assert list((tmp_path / ".archives").iterdir()) == []
+
+
+def test_truncated_download_leaves_nothing(server, tmp_path):
+    with pytest.raises(SrpipeError, match="cut short|truncated"):
+        fetch(tiny(server, path="/cut.zip"), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".archives"]
+    assert list((tmp_path / ".archives").iterdir()) == []
+
+
+def test_missing_file_on_server(server, tmp_path):
+    with pytest.raises(SrpipeError, match="cannot download .*missing.zip.*Not Found"):
+        fetch(tiny(server, path="/missing.zip"), tmp_path)
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_archive_shared_by_datasets_is_downloaded_once(server, tmp_path):
+    fetch(tiny(server), tmp_path)
+    other = StandardDataset("tiny2", tiny(server).archives, "Tiny/HR", "same archive")
+    fetch(other, tmp_path)
+    assert server.hits == ["/tiny.zip"]
+
+
+def test_registry_covers_the_standard_sets():
+    assert set(STANDARD) == {"div2k-train", "div2k-valid", "set5", "set14", "b100", "urban100", "manga109"}
+    for d in STANDARD.values():
+        assert all(a.url.startswith("https://") and len(a.sha256) == 64 for a in d.archives)
+
+
+def test_unfetched_standard_set_says_how_to_fetch(tmp_path):
+    with pytest.raises(SrpipeError, match="srpipe data fetch set5"):
+        dataset_files("set5", tmp_path)
+
+
+def test_sample_sets_are_disjoint_colour_photos():
+    train, valid = dataset_files("sample-train"), dataset_files("sample-valid")
+    assert train and valid and not {p.name for p in train} & {p.name for p in valid}
+    assert all(p.is_file() for p in train + valid)
+    assert dataset_key("sample-valid") == "sample-valid" and dataset_key("/x/Set5") == "set5"
+
+
+def test_data_cli_list_and_fetch_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["data", "list", "--set", "data.raw_dir=raw"])
+    assert listed.exit_code == 0
+    assert "sample-valid  bundled" in listed.output and "set5          absent" in listed.output
+    assert runner.invoke(app, ["data", "fetch", "set6"]).exit_code == 2
+    manga = runner.invoke(app, ["data", "fetch", "manga109"])
+    assert manga.exit_code == 1 and "licence" in manga.output
+    (tmp_path / "raw" / "set5" / "benchmark" / "Set5" / "HR").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "raw/set5/benchmark/Set5/HR/a.png"), np.zeros((4, 4, 3), np.uint8))
+    present = runner.invoke(app, ["data", "fetch", "set5", "--set", "data.raw_dir=raw"])
+    assert present.exit_code == 0 and "already present" in present.output
