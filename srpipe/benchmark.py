@@ -10,9 +10,9 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from .progress import progress
 
-from .export import INPUT, OUTPUT, ort_session
+from .progress import progress
+from .upscalers import ONNX_INPUT, ONNX_OUTPUT, ort_session
 
 
 def time_runs(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
@@ -51,8 +51,8 @@ def run_benchmark(
             key, tkey = f"{h}x{w}", f"threads{t}"
             pixels_out = h * w * scale * scale
             session = ort_session(onnx_path, threads=t)
-            feed = {INPUT: x.numpy()}
-            ort_times = time_runs(lambda: session.run([OUTPUT], feed), warmup, repeats)
+            feed = {ONNX_INPUT: x.numpy()}
+            ort_times = time_runs(lambda: session.run([ONNX_OUTPUT], feed), warmup, repeats)
             results["onnxruntime"].setdefault(key, {})[tkey] = summarize_times(ort_times, pixels_out)
             torch.set_num_threads(t)
             with torch.inference_mode():

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import functools
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
 
-from .config import Params, ParamsError, load_params
+from .config import Params, ParamsError, apply_overrides, load_params, validate_params
 from .io import SrpipeError, write_json
 
 app = typer.Typer(
@@ -52,11 +53,20 @@ def stage(fn: Callable) -> Callable:
             fail(str(exc), 2)
         except SrpipeError as exc:
             fail(str(exc), 1)
+        except KeyboardInterrupt:
+            fail("interrupted; unfinished outputs were removed", 130)
 
     return wrapper
 
 
-def read(params: Path, overrides: list[str] | None) -> Params:
+def load_params_from(raw: dict, overrides: list[str]) -> Params:
+    return validate_params(apply_overrides(raw, overrides), "defaults")
+
+
+def read(params: Path, overrides: list[str] | None, missing_ok: bool = False) -> Params:
+    """Validated params; with ``missing_ok`` an absent default params.yaml means all defaults."""
+    if missing_ok and params == Path("params.yaml") and not params.exists():
+        return load_params_from({}, overrides or [])
     return load_params(params, overrides or [])
 
 
@@ -65,15 +75,31 @@ def read(params: Path, overrides: list[str] | None) -> Params:
 def prepare_degradations(
     params: ParamsPath = Path("params.yaml"),
     set_: Overrides = None,
-    out: Annotated[Path, typer.Option(help="folder for train/ and valid/ HR and LR images.")] = PREPARED,
+    out: Annotated[Path, typer.Option(help="folder for train/, valid/ and eval/<dataset>/ HR and LR images.")] = PREPARED,
 ) -> None:
-    """Crop HR images to a multiple of the scale and make their LR versions (PNG)."""
+    """Crop HR images to a multiple of the scale and make their LR versions (PNG) and a manifest.
+
+    Training images get `degradation`; validation and evaluation sets get it too unless
+    `eval.degradation: bicubic`.
+    """
     from .data import prepare
+    from .datasets import dataset_key
+    from .io import atomic_path
 
     p = read(params, set_)
-    for split, source in (("train", p.data.train), ("valid", p.data.valid)):
-        names = prepare(source, out / split, p.scale, p.data.limit)
-        typer.echo(f"{split}: {len(names)} images from {source} -> {out / split}")
+    held_out = p.degradation if p.eval.degradation == "same" else None
+    keys = [dataset_key(d) for d in p.eval.datasets]
+    if len(set(keys)) != len(keys):
+        raise SrpipeError(f"eval.datasets has two datasets with one name: {keys}")
+    common = dict(scale=p.scale, seed=p.seed, limit=p.data.limit, raw_dir=p.data.raw_dir)
+    for split, source, degradation in (("train", p.data.train, p.degradation), ("valid", p.data.valid, held_out)):
+        n = len(prepare(source, out / split, degradation=degradation, **common))
+        typer.echo(f"{split}: {n} images from {source} -> {out / split}")
+    with atomic_path(out / "eval") as tmp:
+        tmp.mkdir()
+        for key, source in zip(keys, p.eval.datasets):
+            n = len(prepare(source, tmp / key, degradation=held_out, **common))
+            typer.echo(f"eval/{key}: {n} images from {source}")
 
 
 @app.command("extract-patches")
@@ -112,39 +138,82 @@ def train(
     typer.echo(f"best validation PSNR {summary['best_val_psnr']:.3f} dB at epoch {summary['best_epoch']}")
 
 
+class Baseline(str, Enum):
+    bicubic = "bicubic"
+
+
 @app.command()
 @stage
 def evaluate(
     params: ParamsPath = Path("params.yaml"),
     set_: Overrides = None,
-    checkpoint: Annotated[Path, typer.Option(help="trained checkpoint.")] = BEST,
-    valid: Annotated[Path, typer.Option(help="prepared validation images.")] = PREPARED / "valid",
-    metrics: Annotated[Path, typer.Option(help="metrics JSON.")] = Path("metrics/evaluate.json"),
-    per_image: Annotated[Path, typer.Option(help="per-image CSV.")] = Path("stages/evaluate/per_image.csv"),
+    checkpoint: Annotated[Optional[Path], typer.Option(help="PyTorch checkpoint to evaluate (pipeline default: stages/train/best.pt).")] = None,
+    onnx: Annotated[Optional[Path], typer.Option(help="ONNX model to evaluate instead.")] = None,
+    baseline: Annotated[Optional[Baseline], typer.Option(help="evaluate a baseline instead of a model.")] = None,
+    hr_dir: Annotated[Optional[str], typer.Option(help="evaluate this folder (or dataset name) of HR images instead of the pipeline's eval.datasets.")] = None,
+    scale: Annotated[Optional[int], typer.Option(help="scale for --hr-dir (default: the model's; params' scale for --baseline).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="metrics JSON (with --hr-dir); the per-image CSV goes beside it.")] = None,
+    save_dir: Annotated[Optional[Path], typer.Option(help="also write each SR image and an HR | bicubic | model comparison strip here.")] = None,
+    prepared: Annotated[Path, typer.Option(help="prepared evaluation sets (pipeline mode).")] = PREPARED / "eval",
+    metrics: Annotated[Path, typer.Option(help="metrics JSON (pipeline mode).")] = Path("metrics/evaluate.json"),
+    per_image: Annotated[Path, typer.Option(help="per-image CSV (pipeline mode).")] = Path("stages/evaluate/per_image.csv"),
 ) -> None:
-    """PSNR / SSIM (Y channel, border cropped) and LPIPS of the model and of bicubic upscaling."""
+    """PSNR / SSIM (Y channel, border cropped) and LPIPS by the SR evaluation protocol.
+
+    In the pipeline: the model on every dataset of `eval.datasets`, beside bicubic upscaling,
+    nested per dataset in metrics/evaluate.json. With --hr-dir: any folder of HR images, with
+    exactly one of --checkpoint, --onnx or --baseline bicubic, into --out.
+    """
     import pandas as pd
 
     from .data import load_pairs
-    from .evaluate import bicubic_upscaler, evaluate as run_eval, summarize, torch_upscaler
+    from .datasets import dataset_key
+    from .evaluate import evaluate as run_eval, summarize
     from .io import atomic_path
     from .metrics import LPIPS
-    from .models import load_model
+    from .upscalers import bicubic_upscaler, load_upscaler
 
     p = read(params, set_)
-    model, _ = load_model(checkpoint)
-    pairs = load_pairs(valid, p.scale)
+    chosen = [x for x in (checkpoint, onnx, baseline) if x is not None]
+    if len(chosen) > 1 or (hr_dir is not None and not chosen):
+        raise typer.BadParameter("give exactly one of --checkpoint, --onnx, --baseline bicubic")
+    if hr_dir is None and checkpoint is None and not chosen:
+        checkpoint = BEST
+    upscaler, model_scale, label = load_upscaler(checkpoint, onnx, baseline and baseline.value, scale or p.scale)
+    if scale is not None and scale != model_scale:
+        raise SrpipeError(f"--scale {scale} does not match the model's scale {model_scale}")
     lpips = LPIPS(p.eval.lpips_backbone) if p.eval.lpips else None
-    kwargs = dict(crop_border=p.crop_border, y_channel=p.eval.y_channel, lpips=lpips)
-    ours = run_eval(torch_upscaler(model), pairs, desc="model", **kwargs)
-    bicubic = run_eval(bicubic_upscaler(p.scale), pairs, desc="bicubic", **kwargs)
-    result = {**summarize(ours), "bicubic": summarize(bicubic)}
-    result["psnr_gain_db"] = result["psnr"] - result["bicubic"]["psnr"]
+    kwargs = dict(crop_border=p.eval.crop_border if p.eval.crop_border is not None else model_scale,
+                  y_channel=p.eval.y_channel, lpips=lpips)
+
+    if hr_dir is not None:
+        from .data import make_pairs
+
+        if out is None:
+            raise typer.BadParameter("--hr-dir needs --out FILE.json")
+        held_out = p.degradation if p.eval.degradation == "same" else None
+        pairs = make_pairs(hr_dir, model_scale, held_out, p.seed, p.data.raw_dir)
+        frame = run_eval(upscaler, pairs, desc=label, save_dir=save_dir, **kwargs)
+        write_json(out, {"dataset": hr_dir, "scale": model_scale, "upscaler": label, "images": len(frame),
+                         **summarize(frame)})
+        with atomic_path(out.with_suffix(".csv")) as tmp:
+            frame.to_csv(tmp, index=False)
+        typer.echo(f"{label} on {hr_dir} x{model_scale}: " + ", ".join(f"{k} {v:.4f}" for k, v in summarize(frame).items()))
+        return
+
+    result, tables, rows = {}, [], {}
+    for key in (dataset_key(d) for d in p.eval.datasets):
+        pairs = load_pairs(prepared / key, model_scale)
+        ours = run_eval(upscaler, pairs, desc=f"{key}: {label}", save_dir=save_dir and save_dir / key, **kwargs)
+        bicubic = run_eval(bicubic_upscaler(model_scale), pairs, desc=f"{key}: bicubic", **kwargs)
+        result[key] = {**summarize(ours), "bicubic": summarize(bicubic)}
+        result[key]["psnr_gain_db"] = result[key]["psnr"] - result[key]["bicubic"]["psnr"]
+        tables.append(ours.merge(bicubic, on="image", suffixes=("", "_bicubic")).assign(dataset=key))
+        rows[(key, label)], rows[(key, "bicubic")] = summarize(ours), summarize(bicubic)
     write_json(metrics, result)
-    table = ours.merge(bicubic, on="image", suffixes=("", "_bicubic"))
     with atomic_path(per_image) as tmp:
-        table.to_csv(tmp, index=False)
-    typer.echo(pd.DataFrame({"model": summarize(ours), "bicubic": summarize(bicubic)}).T.to_string(float_format="%.4f"))
+        pd.concat(tables).to_csv(tmp, index=False)
+    typer.echo(pd.DataFrame(rows).T.to_string(float_format="%.4f"))
 
 
 @app.command("export-onnx")
@@ -195,6 +264,48 @@ def benchmark(
         for size, by_threads in by_size.items():
             for threads, r in by_threads.items():
                 typer.echo(f"{engine:12s} {size:>9s} {threads:9s} {r['latency_ms']:9.2f} ms  {r['mpix_per_s']:.2f} MP/s")
+
+
+data_app = typer.Typer(help="Datasets: list them, fetch the standard ones.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("list")
+@stage
+def data_list(params: ParamsPath = Path("params.yaml"), set_: Overrides = None) -> None:
+    """Show the bundled and standard datasets, and which are present under data.raw_dir."""
+    from .datasets import SAMPLE_SETS, STANDARD, hr_dir, is_present
+
+    p = read(params, set_, missing_ok=True)
+    typer.echo(f"{'name':13s} {'status':10s} description")
+    for name, files in SAMPLE_SETS.items():
+        typer.echo(f"{name:13s} {'bundled':10s} {len(files)} scikit-image photos: {', '.join(files)}")
+    for name, d in STANDARD.items():
+        status = "present" if is_present(d, p.data.raw_dir) else "absent"
+        where = f" [{hr_dir(d, p.data.raw_dir)}]" if status == "present" else ""
+        typer.echo(f"{name:13s} {status:10s} {d.description}{where}")
+
+
+@data_app.command("fetch")
+@stage
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="a standard dataset, see `srpipe data list`.")],
+    params: ParamsPath = Path("params.yaml"),
+    set_: Overrides = None,
+) -> None:
+    """Download a standard dataset, verify its checksum and extract it into data.raw_dir/NAME.
+
+    All or nothing: a failed or interrupted fetch leaves no partial folder. A no-op when present.
+    """
+    from .datasets import STANDARD, fetch
+    from .io import list_images
+
+    p = read(params, set_, missing_ok=True)
+    if name not in STANDARD:
+        raise typer.BadParameter(f"unknown dataset {name!r}; choose from {', '.join(STANDARD)}", param_hint="NAME")
+    folder, fetched = fetch(STANDARD[name], p.data.raw_dir)
+    state = "fetched" if fetched else "already present, nothing to do"
+    typer.echo(f"{name}: {state}; {len(list_images(folder))} HR images in {folder}")
 
 
 def main() -> None:

@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
-from .progress import progress
 
 from .imresize import imresize
+from .io import write_image
 from .metrics import LPIPS, psnr, ssim
-
-Upscaler = Callable[[np.ndarray], np.ndarray]
-
-
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 RGB -> 1x3xHxW float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().div_(255.0)
-
-
-def to_uint8(t: torch.Tensor) -> np.ndarray:
-    """1x3xHxW float in [0, 1] -> HxWx3 uint8 RGB, rounded."""
-    return t[0].clamp(0, 1).mul(255.0).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-def torch_upscaler(model: nn.Module) -> Upscaler:
-    @torch.inference_mode()
-    def run(lr: np.ndarray) -> np.ndarray:
-        return to_uint8(model(to_tensor(lr)))
-
-    return run
-
-
-def bicubic_upscaler(scale: int) -> Upscaler:
-    return lambda lr: imresize(lr, scale)
+from .progress import progress
+from .upscalers import Upscaler
+from .visualize import comparison_strip
 
 
 def evaluate(
@@ -45,11 +23,17 @@ def evaluate(
     y_channel: bool = True,
     lpips: LPIPS | None = None,
     desc: str = "evaluate",
+    save_dir: str | Path | None = None,
 ) -> pd.DataFrame:
-    """One row per image: name, psnr, ssim and (with ``lpips``) lpips."""
+    """One row per image: name, psnr, ssim and (with ``lpips``) lpips.
+
+    With ``save_dir``, also writes each SR image and a comparison strip (HR | bicubic | model).
+    """
     rows = []
     for name, hr, lr in progress(list(pairs), desc=desc, unit="img", leave=False):
         sr = upscaler(lr)
+        if sr.shape != hr.shape:
+            raise ValueError(f"{name}: upscaled to {sr.shape[:2]}, HR is {hr.shape[:2]} (wrong scale?)")
         row = {
             "image": name,
             "psnr": psnr(sr, hr, crop_border, y_channel),
@@ -58,6 +42,11 @@ def evaluate(
         if lpips is not None:
             row["lpips"] = lpips(sr, hr, crop_border)
         rows.append(row)
+        if save_dir is not None:
+            stem = Path(name).stem
+            write_image(Path(save_dir) / f"{stem}_sr.png", sr)
+            bicubic = imresize(lr, hr.shape[0] // lr.shape[0])
+            write_image(Path(save_dir) / f"{stem}_compare.png", comparison_strip(hr, bicubic, sr))
     return pd.DataFrame(rows)
 
 

@@ -9,10 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluate import to_tensor
 from .io import SrpipeError, atomic_path
-
-INPUT, OUTPUT = "lr", "sr"
+from .upscalers import ONNX_INPUT, ONNX_OUTPUT, SCALE_KEY, ort_session, to_tensor
 
 
 def export_onnx(model: nn.Module, path: str | Path, opset: int) -> None:
@@ -24,23 +22,16 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int) -> None:
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model.eval(), (dummy,), str(tmp), input_names=[INPUT], output_names=[OUTPUT],
-            dynamic_axes={INPUT: axes, OUTPUT: axes}, opset_version=opset, dynamo=False,
+            model.eval(), (dummy,), str(tmp), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+            dynamic_axes={ONNX_INPUT: axes, ONNX_OUTPUT: axes}, opset_version=opset, dynamo=False,
         )
+        proto = onnx.load(str(tmp))
+        onnx.helper.set_model_props(proto, {SCALE_KEY: str(model.scale)})
+        onnx.save(proto, str(tmp))
         try:
             onnx.checker.check_model(str(tmp), full_check=True)
         except onnx.checker.ValidationError as exc:
             raise SrpipeError(f"exported ONNX model fails onnx.checker: {exc}") from None
-
-
-def ort_session(path: str | Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def max_abs_difference(model: nn.Module, onnx_path: str | Path, images: list[np.ndarray]) -> float:
@@ -51,7 +42,7 @@ def max_abs_difference(model: nn.Module, onnx_path: str | Path, images: list[np.
         for img in images:
             x = to_tensor(img)
             expected = model(x).numpy()
-            got = session.run([OUTPUT], {INPUT: x.numpy()})[0]
+            got = session.run([ONNX_OUTPUT], {ONNX_INPUT: x.numpy()})[0]
             if got.shape != expected.shape:
                 raise SrpipeError(f"ONNX output shape {got.shape} differs from PyTorch {expected.shape}")
             worst = max(worst, float(np.abs(got - expected).max()))

@@ -18,7 +18,8 @@ from .progress import progress
 from . import patches as patch_store
 from .config import ModelParams, TrainParams
 from .data import load_pairs
-from .evaluate import evaluate, summarize, torch_upscaler
+from .evaluate import evaluate, summarize
+from .upscalers import torch_upscaler
 from .io import SrpipeError, atomic_path
 from .models import build_model, count_parameters, save_checkpoint
 

@@ -13,7 +13,8 @@ import yaml
 from .conftest import ROOT
 
 STAGES = ["prepare-degradations", "extract-patches", "train", "evaluate", "export-onnx", "benchmark"]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore",
+                 "data/raw/.gitkeep"]
 
 TINY = {
     "data": {"limit": 2},
@@ -59,7 +60,7 @@ def find(tree, key):
 
 
 @pytest.fixture
-def repo(tmp_path, backbone):
+def repo(tmp_path, backbone, shared_data):
     for name in PROJECT_FILES:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
@@ -68,6 +69,7 @@ def repo(tmp_path, backbone):
     for section, values in TINY.items():
         params[section].update(values)
     params["eval"]["lpips_backbone"] = str(backbone)
+    params["eval"]["datasets"] = ["sample-valid", str(shared_data / "Set5")]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(tmp_path, "git", "init", "-q")
     sh(tmp_path, "git", "add", "-A")
@@ -87,8 +89,13 @@ def test_repro_cache_and_experiment(repo):
     log = (repo / "metrics/train_log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,loss,val_psnr") and len(log) == 3
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert 20 < evaluation["psnr"] < 50 and 0 < evaluation["ssim"] <= 1 and 0 <= evaluation["lpips"] < 1
-    assert 25 < evaluation["bicubic"]["psnr"] < 40
+    assert set(evaluation) == {"sample-valid", "set5"}
+    for scores in evaluation.values():
+        assert 20 < scores["psnr"] < 50 and 0 < scores["ssim"] <= 1 and 0 <= scores["lpips"] < 1
+        assert 25 < scores["bicubic"]["psnr"] < 40
+        assert scores["psnr_gain_db"] == pytest.approx(scores["psnr"] - scores["bicubic"]["psnr"])
+    # Set5's first two images, bicubic by the protocol (baby, bird: 37.07 and 36.81 dB in the literature)
+    assert 36.0 < evaluation["set5"]["bicubic"]["psnr"] < 37.5
     export = json.loads((repo / "metrics/export.json").read_text())
     assert (repo / "stages/export-onnx/model.onnx").is_file() and export["max_abs_diff"] < 1e-4
     bench = flatten(json.loads((repo / "metrics/benchmark.json").read_text()))
@@ -110,10 +117,12 @@ def test_repro_cache_and_experiment(repo):
 
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))
     keys = {f"{path}:{key}" for path, changes in diff.items() for key in changes}
-    for wanted in ("metrics/evaluate.json:psnr", "metrics/evaluate.json:ssim", "metrics/evaluate.json:lpips",
+    for wanted in ("metrics/evaluate.json:sample-valid.psnr", "metrics/evaluate.json:set5.ssim",
+                   "metrics/evaluate.json:set5.lpips",
                    "metrics/benchmark.json:onnxruntime.24x24.threads1.latency_ms"):
         assert wanted in keys, sorted(keys)
-    assert diff["metrics/evaluate.json"]["psnr"]["old"] != diff["metrics/evaluate.json"]["psnr"]["new"]
+    psnr = diff["metrics/evaluate.json"]["set5.psnr"]
+    assert psnr["old"] != psnr["new"]
 
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
     assert True in find(shown, "attention") and False in find(shown, "attention")
