@@ -27,6 +27,19 @@ def time_runs(fn: Callable[[], object], warmup: int, repeats: int) -> list[float
     return times
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 10, threads: int | None = None) -> float:
+    """The machine's fp32 matrix-multiply rate (GFLOP/s) with torch, the yardstick for model speed."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        times = time_runs(lambda: a @ b, warmup=3, repeats=repeats)
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
 def summarize_times(times: list[float], pixels_out: int) -> dict[str, float]:
     median = statistics.median(times)
     return {

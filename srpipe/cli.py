@@ -125,17 +125,22 @@ def train(
     set_: Overrides = None,
     patches: Annotated[Path, typer.Option(help="patch folder from extract-patches.")] = PATCHES,
     valid: Annotated[Path, typer.Option(help="prepared validation images.")] = PREPARED / "valid",
-    out: Annotated[Path, typer.Option(help="folder for best.pt and last.pt.")] = TRAIN_DIR,
-    log: Annotated[Path, typer.Option(help="per-epoch CSV for dvc plots.")] = Path("metrics/train_log.csv"),
+    out: Annotated[Path, typer.Option(help="folder for best.pt, last.pt and TensorBoard logs (tb/).")] = TRAIN_DIR,
+    history: Annotated[Path, typer.Option(help="per-epoch CSV for dvc plots.")] = Path("metrics/train_log.csv"),
     metrics: Annotated[Path, typer.Option(help="training summary JSON.")] = Path("metrics/train.json"),
 ) -> None:
-    """Train the configured model on the patches; keep the best-validation-PSNR checkpoint."""
+    """Train the configured model on the patches; keep the best-validation-PSNR checkpoint.
+
+    Resumes from last.pt when an unfinished run with the same params and data is there. Under
+    `torchrun --nproc_per_node=N -m srpipe train` it trains with DistributedDataParallel.
+    """
     from .train import train as run_train
 
     p = read(params, set_)
-    summary = run_train(patches, valid, out, log, p.scale, p.seed, p.model, p.train, p.crop_border)
-    write_json(metrics, summary)
-    typer.echo(f"best validation PSNR {summary['best_val_psnr']:.3f} dB at epoch {summary['best_epoch']}")
+    summary = run_train(patches, valid, out, history, p.scale, p.seed, p.model, p.train, p.crop_border)
+    if summary is not None:  # only the main process writes
+        write_json(metrics, summary)
+        typer.echo(f"best validation PSNR {summary['best_val_psnr']:.3f} dB at epoch {summary['best_epoch']}")
 
 
 class Baseline(str, Enum):

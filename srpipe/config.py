@@ -76,26 +76,67 @@ class PatchesParams(_Section):
     stride: int = Field(32, ge=1)
 
 
+# Named model sizes from the papers; `preset: custom` uses the sizes given in the section.
+PRESETS: dict[str, dict[str, dict]] = {
+    "edsr": {
+        "baseline": {"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0},
+        "full": {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1},
+    },
+    "rcan": {"default": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16, "res_scale": 1.0}},
+}
+
+
 class ModelParams(_Section):
-    name: Literal["edsr"] = "edsr"
-    n_resblocks: int = Field(8, ge=1, le=256)
+    name: Literal["edsr", "rcan"] = "edsr"
+    preset: str = Field("custom", description="custom, or a named size: edsr baseline|full, rcan default")
+    n_resgroups: int = Field(10, ge=1, le=64, description="rcan: residual groups")
+    n_resblocks: int = Field(8, ge=1, le=256, description="edsr: residual blocks; rcan: blocks per group")
     n_feats: int = Field(32, ge=4, le=1024)
     res_scale: float = Field(1.0, gt=0, le=1)
-    attention: bool = False
+    attention: bool = Field(False, description="edsr: RCAN channel attention in every block (rcan always has it)")
     reduction: int = Field(16, ge=1)
     global_skip: Literal["bicubic", "none"] = "bicubic"
+
+    @model_validator(mode="after")
+    def _known_preset(self) -> "ModelParams":
+        allowed = ["custom", *PRESETS.get(self.name, {})]
+        if self.preset not in allowed:
+            raise ValueError(f"model.preset {self.preset!r} is not one for {self.name}; allowed: {', '.join(allowed)}")
+        return self
+
+    def sizes(self) -> dict:
+        """The architecture's keyword arguments, with the preset (if any) applied."""
+        sizes = self.model_dump(exclude={"name", "preset"})
+        sizes.update(PRESETS.get(self.name, {}).get(self.preset, {}))
+        if self.name == "edsr":
+            sizes.pop("n_resgroups")
+        else:
+            sizes.pop("attention")
+        return sizes
 
 
 class TrainParams(_Section):
     epochs: int = Field(10, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="patches per optimiser step and accumulation slice")
+    grad_accum: int = Field(1, ge=1, description="effective batch = batch_size * grad_accum")
     steps_per_epoch: Optional[int] = Field(None, ge=1, description="null: one pass over all patches")
+    patch_size: Optional[int] = Field(None, ge=4, description="random HR crop inside each patch; null: whole patch")
+    loss: Literal["l1", "l2", "charbonnier"] = "l1"
     lr: float = Field(2e-4, gt=0, le=1)
-    warmup_epochs: int = Field(1, ge=0)
-    min_lr_ratio: float = Field(0.01, ge=0, le=1)
     betas: tuple[float, float] = (0.9, 0.999)
+    warmup_epochs: int = Field(1, ge=0)
+    schedule: Literal["cosine", "step"] = "cosine"
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine: final lr = lr * min_lr_ratio")
+    step_size: int = Field(200, ge=1, description="step: multiply lr by gamma every step_size epochs")
+    gamma: float = Field(0.5, gt=0, le=1)
+    ema: Optional[float] = Field(None, gt=0, lt=1, description="EMA decay of the weights; null: off")
+    amp: Literal["none", "bf16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: int = Field(0, ge=0, le=64)
     threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads; null: all cores")
+    feature_stats_every: int = Field(50, ge=0, description="steps between feature statistics in TensorBoard; 0: off")
 
     @field_validator("betas")
     @classmethod
@@ -161,6 +202,12 @@ class Params(_Section):
                 f"patches.hr_size={self.patches.hr_size} is not divisible by scale={self.scale}; "
                 f"use a multiple of {self.scale}"
             )
+        crop = self.train.patch_size
+        if crop is not None and (crop % self.scale or crop > self.patches.hr_size):
+            raise ValueError(
+                f"train.patch_size={crop} must be a multiple of scale={self.scale} "
+                f"and at most patches.hr_size={self.patches.hr_size}"
+            )
         return self
 
     @property
@@ -187,6 +234,8 @@ def _format_error(err: dict, source: str) -> str:
         return f"{source}: unknown key '{key}'; allowed keys here: {allowed}"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"].startswith("value_error") and not loc:
+        return f"{source}: {msg}"
+    if isinstance(err.get("input"), dict):  # a whole-section check: its message names the keys
         return f"{source}: {msg}"
     return f"{source}: {key}: {msg} (got {err.get('input')!r})"
 

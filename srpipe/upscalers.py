@@ -32,9 +32,11 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
 
 
 def torch_upscaler(model: nn.Module) -> Upscaler:
+    device = next(model.parameters()).device
+
     @torch.inference_mode()
     def run(lr: np.ndarray) -> np.ndarray:
-        return to_uint8(model(to_tensor(lr)))
+        return to_uint8(model(to_tensor(lr).to(device)))
 
     return run
 

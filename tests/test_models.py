@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from srpipe.config import ModelParams
-from srpipe.models import build_model, count_parameters, load_model, save_checkpoint
+from srpipe.models import build_model, count_parameters, load_model, macs_per_output_pixel, save_checkpoint
 from srpipe.models.common import CALayer
 from srpipe.train import model_arch
 
@@ -45,3 +45,31 @@ def test_checkpoint_rebuilds_model_without_params(tmp_path):
     x = torch.rand(1, 3, 8, 8)
     torch.testing.assert_close(loaded(x), model.eval()(x))
     assert ckpt["epoch"] == 7 and ckpt["arch"]["kwargs"]["scale"] == 3
+
+
+@pytest.mark.parametrize("name,preset,params", [
+    ("edsr", "baseline", 1_369_859),  # 1.37M in the EDSR paper (x2)
+    ("edsr", "full", 40_729_603),  # 40.7M
+    ("rcan", "default", 15_444_643),  # RCAN: 10 groups x 20 RCABs x 64 features
+])
+def test_presets_have_the_papers_sizes(name, preset, params):
+    arch = model_arch(ModelParams(name=name, preset=preset), scale=2)
+    assert count_parameters(build_model(arch["name"], **arch["kwargs"])) == params
+
+
+def test_rcan_groups_of_rcabs():
+    model = build_model("rcan", scale=4, n_resgroups=2, n_resblocks=3, n_feats=16, reduction=4)
+    assert sum(isinstance(m, CALayer) for m in model.modules()) == 6
+    assert model(torch.rand(1, 3, 6, 7)).shape == (1, 3, 24, 28)
+
+
+def test_preset_must_belong_to_the_architecture():
+    with pytest.raises(ValueError, match="model.preset 'full' is not one for rcan; allowed: custom, default"):
+        ModelParams(name="rcan", preset="full")
+
+
+def test_macs_per_output_pixel_of_edsr_baseline():
+    model = build_model("edsr", scale=2, n_resblocks=16, n_feats=64, global_skip="none")
+    # 33 LR-space 3x3 convs 64->64 (+ head 3->64, upsampler 64->256) per 4 output pixels, tail 64->3
+    lr_macs = 33 * 64 * 64 * 9 + 3 * 64 * 9 + 64 * 256 * 9
+    assert macs_per_output_pixel(model) == pytest.approx(lr_macs / 4 + 64 * 3 * 9)

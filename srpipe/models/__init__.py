@@ -14,8 +14,9 @@ from torch import nn
 
 from ..io import SrpipeError, atomic_path
 from .edsr import EDSR
+from .rcan import RCAN
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"edsr": EDSR}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"edsr": EDSR, "rcan": RCAN}
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
@@ -28,6 +29,16 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def macs_per_output_pixel(model: nn.Module, lr_size: tuple[int, int] = (32, 32)) -> float:
+    """Multiply-adds of one forward pass per output pixel (convolutions and matrix products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, *lr_size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = model(x)
+    return counter.get_total_flops() / 2 / (out.shape[-2] * out.shape[-1])
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, arch: dict[str, Any], **extra: Any) -> None:

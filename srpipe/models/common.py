@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -28,8 +29,8 @@ class CALayer(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """EDSR residual block: conv-ReLU-conv, no batch norm, scaled residual; with ``attention`` an
-    RCAN channel-attention layer before the skip (an RCAB)."""
+    """EDSR residual block: conv-ReLU-conv, no batch norm, scaled residual. With ``attention``
+    a channel-attention layer before the skip makes it RCAN's residual channel attention block (RCAB)."""
 
     def __init__(self, n_feats: int, res_scale: float = 1.0, attention: bool = False, reduction: int = 16):
         super().__init__()
@@ -56,3 +57,27 @@ class Upsampler(nn.Sequential):
         else:
             raise ValueError(f"unsupported scale {scale}; use 2, 3, 4 or 8")
         super().__init__(*layers)
+
+
+class SRNet(nn.Module):
+    """The shape every residual SR network here shares: ``head`` (conv to features) -> ``body``
+    (with a long feature-space skip) -> ``tail`` (upsampler, conv back to colours), all in LR
+    space until the tail. With ``global_skip='bicubic'`` the bicubic-upscaled input is added to
+    the output, so the network learns only the high-frequency residual."""
+
+    def __init__(self, scale: int, n_feats: int, body: nn.Module, global_skip: str = "bicubic", n_colors: int = 3):
+        super().__init__()
+        if global_skip not in ("bicubic", "none"):
+            raise ValueError(f"global_skip must be 'bicubic' or 'none', got {global_skip!r}")
+        self.scale = scale
+        self.global_skip = global_skip
+        self.head = default_conv(n_colors, n_feats)
+        self.body = body
+        self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.head(x)
+        out = self.tail(self.body(feats) + feats)
+        if self.global_skip == "bicubic":
+            out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return out

@@ -1,0 +1,157 @@
+"""The train stage on a tiny model: resume after SIGKILL, fresh starts, DDP, accumulation, EMA, logs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from srpipe import train as train_module
+from srpipe.config import ModelParams, TrainParams
+from srpipe.data import prepare
+from srpipe.io import SrpipeError
+from srpipe.patches import extract
+from srpipe.train import train
+
+TINY_MODEL = {"n_resblocks": 1, "n_feats": 8}
+TINY_TRAIN = {"epochs": 3, "steps_per_epoch": 6, "batch_size": 4, "threads": 1, "feature_stats_every": 2}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    prepare("sample-valid", root / "prepared" / "train", 2, limit=1)  # astronaut, 512x512
+    prepare("sample-valid", root / "prepared" / "valid", 2, limit=1)
+    extract(root / "prepared" / "train", root / "patches", 2, hr_size=32, stride=48)
+    return root
+
+
+def run(data, out, **train_kw):
+    cfg = TrainParams(**{**TINY_TRAIN, **train_kw})
+    return train(data / "patches", data / "prepared" / "valid", out, out / "log.csv", 2, 0,
+                 ModelParams(**TINY_MODEL), cfg, crop_border=2)
+
+
+def weights(path):
+    return torch.load(path, weights_only=False)["state_dict"]
+
+
+def cli(cwd, *args, torchrun=False):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun \
+        else [sys.executable]
+    return subprocess.Popen([*prefix, "-m", "srpipe", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def project(tmp_path, data, **train_kw):
+    params = {"model": TINY_MODEL, "train": {**TINY_TRAIN, **train_kw}, "patches": {"hr_size": 32}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return ["--patches", str(data / "patches"), "--valid", str(data / "prepared" / "valid")]
+
+
+def test_resume_after_sigkill_reaches_the_same_weights(tmp_path, data):
+    paths = project(tmp_path, data, steps_per_epoch=200)
+    whole = cli(tmp_path, "train", *paths, "--out", "whole")
+    assert whole.wait(timeout=300) == 0, whole.stdout.read()
+
+    killed = cli(tmp_path, "train", *paths, "--out", "resumed")
+    last = tmp_path / "resumed" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)  # during epoch 2: epoch 1's checkpoint has just landed
+    killed.wait(timeout=60)
+    assert torch.load(last, weights_only=False)["epoch"] == 1
+    assert not [p.name for p in last.parent.iterdir() if ".tmp" in p.name]  # nothing half-written
+
+    again = cli(tmp_path, "train", *paths, "--out", "resumed")
+    output = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, output
+    assert "resuming from resumed/last.pt after epoch 1 of 3" in output
+    a, b = weights(tmp_path / "whole" / "last.pt"), weights(last)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.load(last, weights_only=False)["history"] == torch.load(
+        tmp_path / "whole" / "last.pt", weights_only=False)["history"]
+
+
+def test_changed_params_or_a_finished_run_start_fresh(tmp_path, data, capsys):
+    run(data, tmp_path, epochs=1)
+    run(data, tmp_path, epochs=1, lr=1e-4)
+    assert "(train.lr: 0.0002 -> 0.0001); starting fresh" in capsys.readouterr().out
+    run(data, tmp_path, epochs=1, lr=1e-4)
+    assert "that run had finished; starting fresh" in capsys.readouterr().out
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data, monkeypatch):
+    calls = {"n": 0}
+
+    def poisoned(pred, target):
+        calls["n"] += 1
+        loss = torch.nn.functional.l1_loss(pred, target)
+        return loss * float("nan") if calls["n"] > 8 else loss  # epoch 2, third step
+
+    monkeypatch.setitem(train_module.LOSSES, "l1", poisoned)
+    with pytest.raises(SrpipeError, match=r"non-finite loss \(nan\) at step 8 \(epoch 2\)"):
+        run(data, tmp_path)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in weights(tmp_path / "best.pt").values())
+
+
+def test_gradient_accumulation_equals_a_bigger_batch(tmp_path, data):
+    run(data, tmp_path / "big", epochs=1, batch_size=8)
+    run(data, tmp_path / "accum", epochs=1, batch_size=4, grad_accum=2)
+    a, b = weights(tmp_path / "big" / "last.pt"), weights(tmp_path / "accum" / "last.pt")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_ema_weights_are_what_best_pt_holds(tmp_path, data):
+    summary = run(data, tmp_path, epochs=2, ema=0.9)
+    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    best = weights(tmp_path / "best.pt")
+    ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert summary["best_epoch"] == 2
+    assert all(torch.equal(best[k], ema[k]) for k in best)
+    assert not all(torch.equal(best[k], last["state_dict"][k]) for k in best)
+
+
+def test_summary_tensorboard_and_warning(tmp_path, data):
+    with pytest.warns(UserWarning, match="train.lr=0.001 is above 0.0005"):
+        summary = run(data, tmp_path, epochs=2, lr=1e-3, amp="bf16", loss="charbonnier")
+    # 3x3 convs with biases: head 3->8, residual block 2x 8->8, body 8->8, upsampler 8->32, tail 8->3
+    assert summary["params"] == 224 + 2 * 584 + 584 + 2336 + 219 and summary["steps"] == 12
+    # per output pixel: the LR-space convs count once per 2x2 output pixels, the tail once
+    assert summary["macs_per_output_pixel"] == pytest.approx((27 * 8 + 3 * 72 * 8 + 72 * 32) / 4 + 72 * 3)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "val/psnr", "val/ssim", "features_mean/head", "features_std/head"} <= tags
+    assert "features_std/body.0.body.2" in tags and "features_mean/tail.1" in tags
+    assert len(events.Scalars("train/loss")) == 12 and len(events.Scalars("val/psnr")) == 2
+    assert [e.step for e in events.Scalars("features_mean/head")] == [1, 3, 5, 7, 9, 11]
+    log = np.genfromtxt(tmp_path / "log.csv", delimiter=",", names=True)
+    assert list(log["epoch"]) == [1, 2] and np.isfinite(log["loss"]).all()
+
+
+def test_ddp_on_two_cpu_processes_matches_one(tmp_path, data):
+    paths = project(tmp_path, data, epochs=2, batch_size=8)
+    ddp = cli(tmp_path, "train", *paths, "--out", "ddp", "--history", "ddp.csv", "--metrics", "ddp.json",
+              torchrun=True)
+    output = ddp.communicate(timeout=300)[0]
+    assert ddp.returncode == 0, output
+    one = cli(tmp_path, "train", *paths, "--out", "one", "--history", "one.csv", "--metrics", "one.json")
+    assert one.wait(timeout=300) == 0
+    a = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
+    for x, y in zip(a["history"], b["history"]):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-5)
+        assert x["val_psnr"] == pytest.approx(y["val_psnr"], abs=0.01)
+    assert len(list((tmp_path / "ddp" / "tb").iterdir())) == 1  # only rank 0 wrote
+    assert output.count("best validation PSNR") == 1
