@@ -1,3 +1,4 @@
 from .cli import main
 
-main()
+if __name__ == "__main__":  # guarded: benchmark workers re-import this module
+    main()

@@ -17,6 +17,7 @@ import typer
 
 from .config import Params, ParamsError, apply_overrides, load_params, validate_params
 from .io import SrpipeError, write_json
+from .upscale import FORMATS
 
 app = typer.Typer(
     help="srpipe: train, evaluate, export and benchmark image super-resolution models.",
@@ -34,7 +35,7 @@ PREPARED = Path("data/prepared")
 PATCHES = Path("data/patches")
 TRAIN_DIR = Path("stages/train")
 BEST = TRAIN_DIR / "best.pt"
-ONNX = Path("stages/export-onnx/model.onnx")
+EXPORT_DIR = Path("stages/export-onnx")
 
 
 def fail(message: str, code: int) -> None:
@@ -227,22 +228,32 @@ def export_onnx(
     params: ParamsPath = Path("params.yaml"),
     set_: Overrides = None,
     checkpoint: Annotated[Path, typer.Option(help="trained checkpoint.")] = BEST,
-    valid: Annotated[Path, typer.Option(help="prepared validation images for the parity check.")] = PREPARED / "valid",
-    out: Annotated[Path, typer.Option(help="ONNX file to write.")] = ONNX,
+    valid: Annotated[Path, typer.Option(help="prepared validation images (parity, calibration, scores).")] = PREPARED / "valid",
+    out: Annotated[Path, typer.Option(help="folder for model.onnx and model.<precision>.onnx.")] = EXPORT_DIR,
     metrics: Annotated[Path, typer.Option(help="export metrics JSON.")] = Path("metrics/export.json"),
 ) -> None:
-    """Export to ONNX (dynamic batch/height/width), check it, compare with PyTorch."""
+    """Export to ONNX (dynamic batch/height/width) in every `export.precision`: check fp32 against
+    PyTorch, calibrate int8 on validation patches, score each by the evaluation protocol."""
     from .data import load_pairs
-    from .export import export_onnx as run_export, max_abs_difference
+    from .export import export_precisions
+    from .metrics import LPIPS
     from .models import load_model
 
     p = read(params, set_)
-    model, _ = load_model(checkpoint)
-    run_export(model, out, p.export.opset)
-    images = [lr for _, _, lr in load_pairs(valid, p.scale)[: p.export.check_images]]
-    diff = max_abs_difference(model, out, images)
-    write_json(metrics, {"opset": p.export.opset, "max_abs_diff": diff, "size_mb": out.stat().st_size / 2**20})
-    typer.echo(f"{out}: max |onnxruntime - torch| = {diff:.2e}")
+    model, ckpt = load_model(checkpoint)
+    scale = ckpt["arch"]["kwargs"]["scale"]
+    e = p.export
+    result = export_precisions(
+        model, out, e.precision, e.opset, load_pairs(valid, scale), e.check_images, e.calibration_patches,
+        e.calibration_size, p.eval.crop_border if p.eval.crop_border is not None else scale, p.eval.y_channel,
+        LPIPS(p.eval.lpips_backbone) if p.eval.lpips else None,
+    )
+    write_json(metrics, result)
+    typer.echo(f"max |onnxruntime - torch| = {result['max_abs_diff']:.2e} (fp32)")
+    for precision in e.precision:
+        r = result[precision]
+        delta = f"  ({r['delta_psnr']:+.3f} dB vs fp32)" if "delta_psnr" in r else ""
+        typer.echo(f"{precision:5s} {r['size_mb']:8.3f} MB  PSNR {r['psnr']:.3f} dB{delta}")
 
 
 @app.command()
@@ -250,25 +261,77 @@ def export_onnx(
 def benchmark(
     params: ParamsPath = Path("params.yaml"),
     set_: Overrides = None,
-    checkpoint: Annotated[Path, typer.Option(help="trained checkpoint.")] = BEST,
-    onnx: Annotated[Path, typer.Option(help="exported ONNX file.")] = ONNX,
+    checkpoint: Annotated[Path, typer.Option(help="trained checkpoint (PyTorch eager).")] = BEST,
+    exported: Annotated[Path, typer.Option(help="folder with the exported ONNX files.")] = EXPORT_DIR,
     metrics: Annotated[Path, typer.Option(help="benchmark metrics JSON.")] = Path("metrics/benchmark.json"),
+    table: Annotated[Path, typer.Option(help="latency per input size, for dvc plots.")] = Path("metrics/benchmark_latency.csv"),
 ) -> None:
-    """Median latency of ONNX Runtime (CPU) and PyTorch eager per input size and thread count."""
-    from .benchmark import run_benchmark
-    from .models import load_model
+    """Latency (median, p90), throughput, peak memory and achieved GFLOP/s of ONNX Runtime per
+    exported precision and of PyTorch eager, per input size and thread count."""
+    from .benchmark import latency_table, run_benchmark
+    from .export import PRECISIONS, onnx_path
+    from .io import atomic_path
+    from .models import load_model, macs_per_output_pixel
 
     p = read(params, set_)
     model, ckpt = load_model(checkpoint)
-    if not onnx.is_file():
-        raise SrpipeError(f"ONNX file not found: {onnx} (run export-onnx first)")
+    onnx_files = {q: onnx_path(exported, q) for q in PRECISIONS if onnx_path(exported, q).is_file()}
+    if "fp32" not in onnx_files:
+        raise SrpipeError(f"ONNX file not found: {onnx_path(exported, 'fp32')} (run export-onnx first)")
     b = p.benchmark
-    results = run_benchmark(model, onnx, ckpt["arch"]["kwargs"]["scale"], b.sizes, b.threads, b.warmup, b.repeats)
+    results = run_benchmark(checkpoint, onnx_files, ckpt["arch"]["kwargs"]["scale"], macs_per_output_pixel(model),
+                            b.sizes, b.threads, b.warmup, b.repeats)
     write_json(metrics, results)
+    with atomic_path(table) as tmp:
+        latency_table(results).to_csv(tmp, index=False)
+    typer.echo(f"fp32 matmul: {results['matmul_gflops']} GFLOP/s")
     for engine, by_size in results.items():
+        if engine in ("matmul_gflops", "speedup"):
+            continue
         for size, by_threads in by_size.items():
             for threads, r in by_threads.items():
-                typer.echo(f"{engine:12s} {size:>9s} {threads:9s} {r['latency_ms']:9.2f} ms  {r['mpix_per_s']:.2f} MP/s")
+                typer.echo(f"{engine:18s} {size:>9s} {threads:9s} {r['latency_ms']:9.2f} ms  "
+                           f"{r['mpix_per_s']:6.2f} MP/s  {r['gflops']:6.1f} GFLOP/s  peak {r['peak_rss_mb']:7.1f} MB "
+                           f"(+{r['run_rss_mb']:.1f} MB running)")
+    for key, by_size in results["speedup"].items():
+        typer.echo(f"{key}: {by_size}")
+
+
+@app.command()
+@stage
+def upscale(
+    inputs: Annotated[list[Path], typer.Argument(help="image files and/or folders of images.", show_default=False)],
+    model: Annotated[Path, typer.Option(help="a model: .onnx (ONNX Runtime) or .pt (srpipe checkpoint).")],
+    out: Annotated[Path, typer.Option(help="folder for the upscaled images (NAME_xS.EXT).")],
+    tile: Annotated[int, typer.Option(min=0, help="LR tile size in pixels; 0: whole images at once.")] = 256,
+    overlap: Annotated[int, typer.Option(min=0, help="LR pixels of context around each tile.")] = 16,
+    scale: Annotated[Optional[int], typer.Option(help="expected scale; checked against the model.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help=f"output format ({', '.join(FORMATS)}); default: the input's.")] = None,
+) -> None:
+    """Upscale images with a trained model, tile by tile so that memory stays bounded.
+
+    Never overwrites an input. A file that cannot be read is reported and skipped; the command
+    exits 1 at the end if any image failed.
+    """
+    from .upscale import upscale_files
+    from .upscalers import load_upscaler
+
+    if fmt is not None and fmt.lower() not in FORMATS:
+        raise typer.BadParameter(f"{fmt!r}; choose from {', '.join(FORMATS)}", param_hint="--format")
+    suffix = model.suffix.lower()
+    if suffix not in (".onnx", ".pt", ".pth"):
+        raise typer.BadParameter(f"{model}: expected a .onnx or .pt file", param_hint="--model")
+    upscaler, model_scale, _ = load_upscaler(
+        checkpoint=model if suffix != ".onnx" else None, onnx=model if suffix == ".onnx" else None, scale=scale
+    )
+    if scale is not None and scale != model_scale:
+        raise SrpipeError(f"--scale {scale} does not match the model's scale {model_scale}")
+    written, failed = upscale_files(list(inputs), upscaler, model_scale, out, tile, overlap, fmt)
+    for src, why in failed:
+        typer.echo(f"srpipe: error: {why}", err=True)
+    typer.echo(f"{len(written)} image(s) upscaled x{model_scale} into {out}")
+    if failed:
+        fail(f"{len(failed)} of {len(written) + len(failed)} image(s) failed", 1)
 
 
 data_app = typer.Typer(help="Datasets: list them, fetch the standard ones.", no_args_is_help=True)

@@ -159,14 +159,24 @@ class EvalParams(_Section):
 
 class ExportParams(_Section):
     opset: int = Field(17, ge=13, le=23)
-    check_images: int = Field(1, ge=1)
+    precision: list[Literal["fp32", "int8", "fp16"]] = Field(default_factory=lambda: ["fp32", "int8"])
+    check_images: int = Field(1, ge=1, description="validation images compared between ONNX Runtime and PyTorch")
+    calibration_patches: int = Field(32, ge=1, description="int8: validation patches to calibrate on")
+    calibration_size: int = Field(64, ge=8, description="int8: LR side of a calibration patch")
+
+    @field_validator("precision")
+    @classmethod
+    def _fp32_first(cls, v: list[str]) -> list[str]:
+        if not v or v[0] != "fp32" or len(set(v)) != len(v):
+            raise ValueError("a list of distinct precisions starting with fp32 (the others derive from it)")
+        return v
 
 
 class BenchmarkParams(_Section):
     sizes: list[tuple[int, int]] = Field(default_factory=lambda: [(128, 128), (256, 256)])
     threads: list[int] = Field(default_factory=lambda: [1, 2])
     warmup: int = Field(2, ge=0)
-    repeats: int = Field(10, ge=1)
+    repeats: int = Field(10, ge=10, description="timed runs per configuration (at least 10)")
 
     @field_validator("sizes")
     @classmethod

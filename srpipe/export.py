@@ -1,7 +1,13 @@
-"""export-onnx: an ONNX file with dynamic batch, height and width, checked against PyTorch."""
+"""export-onnx: ONNX files with dynamic batch, height and width, checked against PyTorch.
+
+``fp32`` is the exported graph; ``int8`` is ONNX Runtime static quantization (QDQ, per-channel
+int8 weights, uint8 activations) calibrated on validation patches; ``fp16`` converts the
+weights for GPU execution providers. Every file records the model's scale in its metadata.
+"""
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -12,11 +18,33 @@ from torch import nn
 from .io import SrpipeError, atomic_path
 from .upscalers import ONNX_INPUT, ONNX_OUTPUT, SCALE_KEY, ort_session, to_tensor
 
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+def onnx_path(out_dir: str | Path, precision: str) -> Path:
+    """``model.onnx`` for fp32, ``model.<precision>.onnx`` for the others."""
+    return Path(out_dir) / ("model.onnx" if precision == "fp32" else f"model.{precision}.onnx")
+
+
+def _check(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise SrpipeError(f"exported ONNX model fails onnx.checker: {exc}") from None
+
+
+def _set_scale(path: Path, scale: int) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, {SCALE_KEY: str(scale)})
+    onnx.save(proto, str(path))
+
 
 def export_onnx(model: nn.Module, path: str | Path, opset: int) -> None:
     """Write ``model`` (NCHW float input in [0, 1]) as ONNX with dynamic N, H, W; checked by onnx.checker."""
-    import onnx
-
     dummy = torch.rand(1, 3, 32, 32)
     axes = {0: "batch", 2: "height", 3: "width"}
     with atomic_path(path) as tmp, warnings.catch_warnings():
@@ -25,18 +53,63 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int) -> None:
             model.eval(), (dummy,), str(tmp), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
             dynamic_axes={ONNX_INPUT: axes, ONNX_OUTPUT: axes}, opset_version=opset, dynamo=False,
         )
-        proto = onnx.load(str(tmp))
-        onnx.helper.set_model_props(proto, {SCALE_KEY: str(model.scale)})
-        onnx.save(proto, str(tmp))
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except onnx.checker.ValidationError as exc:
-            raise SrpipeError(f"exported ONNX model fails onnx.checker: {exc}") from None
+        _set_scale(tmp, model.scale)
+        _check(tmp)
 
 
-def max_abs_difference(model: nn.Module, onnx_path: str | Path, images: list[np.ndarray]) -> float:
+def calibration_patches(images: list[np.ndarray], count: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """``count`` random ``size``-pixel crops (NCHW float) of LR images, spread evenly over the images."""
+    rng = np.random.default_rng(seed)
+    patches = []
+    for i in range(count):
+        img = images[i % len(images)]
+        h, w = img.shape[:2]
+        ph, pw = min(size, h), min(size, w)
+        y, x = rng.integers(0, h - ph + 1), rng.integers(0, w - pw + 1)
+        patches.append(to_tensor(img[y : y + ph, x : x + pw]).numpy())
+    return patches
+
+
+def quantize_int8(fp32_path: str | Path, path: str | Path, patches: list[np.ndarray]) -> None:
+    """ONNX Runtime static quantization: QDQ format, per-channel int8 weights, uint8 activations
+    calibrated (min/max) on ``patches``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter({ONNX_INPUT: p} for p in patches)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    path = Path(path)
+    with atomic_path(path) as tmp, tempfile.TemporaryDirectory(dir=path.parent) as work, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pre = Path(work) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        _check(tmp)
+
+
+def convert_fp16(fp32_path: str | Path, path: str | Path) -> None:
+    """fp16 weights and arithmetic (for GPU providers), fp32 input and output."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        half = OnnxModel(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True))
+        half.topological_sort()  # the converter appends its input casts after their users
+        onnx.save(half.model, str(tmp))
+        _check(tmp)
+
+
+def max_abs_difference(model: nn.Module, path: str | Path, images: list[np.ndarray]) -> float:
     """Largest |ONNX Runtime - PyTorch| over the outputs for ``images`` (HxWx3 uint8), on the [0, 1] scale."""
-    session = ort_session(onnx_path)
+    session = ort_session(path)
     worst = 0.0
     with torch.inference_mode():
         for img in images:
@@ -47,3 +120,39 @@ def max_abs_difference(model: nn.Module, onnx_path: str | Path, images: list[np.
                 raise SrpipeError(f"ONNX output shape {got.shape} differs from PyTorch {expected.shape}")
             worst = max(worst, float(np.abs(got - expected).max()))
     return worst
+
+
+def export_precisions(
+    model: nn.Module,
+    out_dir: str | Path,
+    precisions: list[str],
+    opset: int,
+    pairs: list[tuple[str, np.ndarray, np.ndarray]],
+    check_images: int,
+    calibration: int,
+    calibration_size: int,
+    crop_border: int,
+    y_channel: bool = True,
+    lpips=None,
+) -> dict:
+    """Export every precision, check fp32 against PyTorch, and score each file on ``pairs``
+    (validation HR/LR) by the evaluation protocol, with its difference from fp32."""
+    from .evaluate import evaluate, summarize
+    from .upscalers import onnx_upscaler
+
+    fp32 = onnx_path(out_dir, "fp32")
+    export_onnx(model, fp32, opset)
+    lr_images = [lr for _, _, lr in pairs]
+    result: dict = {"opset": opset, "max_abs_diff": max_abs_difference(model, fp32, lr_images[:check_images])}
+    if "int8" in precisions:
+        quantize_int8(fp32, onnx_path(out_dir, "int8"), calibration_patches(lr_images, calibration, calibration_size))
+    if "fp16" in precisions:
+        convert_fp16(fp32, onnx_path(out_dir, "fp16"))
+    for precision in precisions:
+        path = onnx_path(out_dir, precision)
+        frame = evaluate(onnx_upscaler(ort_session(path)), pairs, crop_border, y_channel, lpips, desc=precision)
+        scores = summarize(frame)
+        if precision != "fp32":
+            scores.update({f"delta_{k}": v - result["fp32"][k] for k, v in list(scores.items())})
+        result[precision] = {**scores, "size_mb": round(path.stat().st_size / 2**20, 3)}
+    return result

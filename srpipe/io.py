@@ -16,6 +16,8 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # srpipe reports unreadable files itself
+
 
 class SrpipeError(RuntimeError):
     """A user-facing failure: bad input data, missing files. The CLI prints it and exits 1."""
@@ -59,9 +61,11 @@ def to_rgb_uint8(img: np.ndarray, name: str = "image") -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB; an unreadable file raises SrpipeError naming it."""
     path = Path(path)
+    if not path.is_file():
+        raise SrpipeError(f"image not found: {path}")
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise SrpipeError(f"cannot read image (missing, corrupt or unsupported): {path}")
+        raise SrpipeError(f"cannot read image (corrupt or unsupported format): {path}")
     if img.ndim == 3 and img.shape[2] >= 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     return to_rgb_uint8(img, str(path))

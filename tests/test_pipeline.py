@@ -21,8 +21,8 @@ TINY = {
     "patches": {"hr_size": 32, "stride": 96},
     "model": {"n_resblocks": 1, "n_feats": 8},
     "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "warmup_epochs": 1},
-    "export": {"check_images": 1},
-    "benchmark": {"sizes": [[24, 24], [32, 40]], "threads": [1], "warmup": 1, "repeats": 3},
+    "export": {"check_images": 1, "calibration_patches": 4, "calibration_size": 16},
+    "benchmark": {"sizes": [[24, 24], [32, 40]], "threads": [1], "warmup": 1, "repeats": 10},
 }
 
 
@@ -98,11 +98,16 @@ def test_repro_cache_and_experiment(repo):
     assert 36.0 < evaluation["set5"]["bicubic"]["psnr"] < 37.5
     export = json.loads((repo / "metrics/export.json").read_text())
     assert (repo / "stages/export-onnx/model.onnx").is_file() and export["max_abs_diff"] < 1e-4
+    assert (repo / "stages/export-onnx/model.int8.onnx").is_file()
+    assert abs(export["int8"]["delta_psnr"]) < 1.0 and export["int8"]["size_mb"] < export["fp32"]["size_mb"]
     bench = flatten(json.loads((repo / "metrics/benchmark.json").read_text()))
-    assert {k for k in bench if k.endswith("latency_ms")} == {
-        f"{e}.{s}.threads1.latency_ms" for e in ("onnxruntime", "torch") for s in ("24x24", "32x40")
-    }
-    assert all(v > 0 for v in bench.values())
+    latency = {k for k in bench if k.endswith(".latency_ms")}
+    assert {f"{e}.{s}.threads1.latency_ms" for e in ("onnxruntime-fp32", "onnxruntime-int8", "torch-fp32")
+            for s in ("24x24", "32x40")} <= latency
+    assert all(bench[k] > 0 for k in latency) and "matmul_gflops.threads1" in bench
+    assert "speedup.int8_over_fp32.32x40.threads1" in bench
+    table = (repo / "metrics/benchmark_latency.csv").read_text().splitlines()
+    assert table[0].startswith("size,input_pixels,") and len(table) == 3
     # generated files stay out of git: only dvc.lock and DVC's own .gitignore files are new
     status = sh(repo, "git", "status", "--porcelain", "--untracked-files=all").split()
     assert {Path(p).name for p in status if p not in ("M", "??")} <= {"dvc.lock", ".gitignore"}, status
@@ -119,7 +124,7 @@ def test_repro_cache_and_experiment(repo):
     keys = {f"{path}:{key}" for path, changes in diff.items() for key in changes}
     for wanted in ("metrics/evaluate.json:sample-valid.psnr", "metrics/evaluate.json:set5.ssim",
                    "metrics/evaluate.json:set5.lpips",
-                   "metrics/benchmark.json:onnxruntime.24x24.threads1.latency_ms"):
+                   "metrics/benchmark.json:onnxruntime-fp32.24x24.threads1.latency_ms"):
         assert wanted in keys, sorted(keys)
     psnr = diff["metrics/evaluate.json"]["set5.psnr"]
     assert psnr["old"] != psnr["new"]
