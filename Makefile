@@ -33,7 +33,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 demo: install
 	dvc repro
-	dvc metrics show
+	dvc metrics show metrics/evaluate.json
+	dvc metrics show metrics/export.json
+	dvc plots show
+	@echo "All metrics: dvc metrics show. Curves: open dvc_plots/index.html"
 
 test: install-dev
 	$(BIN)/python -m pytest

@@ -138,7 +138,7 @@ def train(
     from .train import train as run_train
 
     p = read(params, set_)
-    summary = run_train(patches, valid, out, history, p.scale, p.seed, p.model, p.train, p.crop_border)
+    summary = run_train(patches, valid, out, history, p.scale, p.seed, p.model, p.train, p.eval.crop(p.scale))
     if summary is not None:  # only the main process writes
         write_json(metrics, summary)
         typer.echo(f"best validation PSNR {summary['best_val_psnr']:.3f} dB at epoch {summary['best_epoch']}")
@@ -189,7 +189,7 @@ def evaluate(
     if scale is not None and scale != model_scale:
         raise SrpipeError(f"--scale {scale} does not match the model's scale {model_scale}")
     lpips = LPIPS(p.eval.lpips_backbone) if p.eval.lpips else None
-    kwargs = dict(crop_border=p.eval.crop_border if p.eval.crop_border is not None else model_scale,
+    kwargs = dict(crop_border=p.eval.crop(model_scale),
                   y_channel=p.eval.y_channel, lpips=lpips)
 
     if hr_dir is not None:
@@ -232,8 +232,11 @@ def export_onnx(
     out: Annotated[Path, typer.Option(help="folder for model.onnx and model.<precision>.onnx.")] = EXPORT_DIR,
     metrics: Annotated[Path, typer.Option(help="export metrics JSON.")] = Path("metrics/export.json"),
 ) -> None:
-    """Export to ONNX (dynamic batch/height/width) in every `export.precision`: check fp32 against
-    PyTorch, calibrate int8 on validation patches, score each by the evaluation protocol."""
+    """Export to ONNX in every export.precision, checked against PyTorch and scored.
+
+    Dynamic batch, height and width; fp32 is compared with PyTorch, int8 is calibrated on
+    validation patches, and each file is scored by the evaluation protocol.
+    """
     from .data import load_pairs
     from .export import export_precisions
     from .metrics import LPIPS
@@ -245,7 +248,7 @@ def export_onnx(
     e = p.export
     result = export_precisions(
         model, out, e.precision, e.opset, load_pairs(valid, scale), e.check_images, e.calibration_patches,
-        e.calibration_size, p.eval.crop_border if p.eval.crop_border is not None else scale, p.eval.y_channel,
+        e.calibration_size, p.eval.crop(scale), p.eval.y_channel,
         LPIPS(p.eval.lpips_backbone) if p.eval.lpips else None,
     )
     write_json(metrics, result)
@@ -266,8 +269,11 @@ def benchmark(
     metrics: Annotated[Path, typer.Option(help="benchmark metrics JSON.")] = Path("metrics/benchmark.json"),
     table: Annotated[Path, typer.Option(help="latency per input size, for dvc plots.")] = Path("metrics/benchmark_latency.csv"),
 ) -> None:
-    """Latency (median, p90), throughput, peak memory and achieved GFLOP/s of ONNX Runtime per
-    exported precision and of PyTorch eager, per input size and thread count."""
+    """Latency, throughput, memory and GFLOP/s of ONNX Runtime and PyTorch eager.
+
+    Median and p90 latency, megapixels/s, peak memory and achieved GFLOP/s of ONNX Runtime per
+    exported precision and of PyTorch eager, per input size and thread count.
+    """
     from .benchmark import latency_table, run_benchmark
     from .export import PRECISIONS, onnx_path
     from .io import atomic_path

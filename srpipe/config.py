@@ -156,6 +156,10 @@ class EvalParams(_Section):
         None, description="local AlexNet backbone file for LPIPS; null: $SRPIPE_LPIPS_BACKBONE or download"
     )
 
+    def crop(self, scale: int) -> int:
+        """Pixels cropped at each border for a model of ``scale``: crop_border, or the scale."""
+        return scale if self.crop_border is None else self.crop_border
+
 
 class ExportParams(_Section):
     opset: int = Field(17, ge=13, le=23)
@@ -219,10 +223,6 @@ class Params(_Section):
                 f"and at most patches.hr_size={self.patches.hr_size}"
             )
         return self
-
-    @property
-    def crop_border(self) -> int:
-        return self.scale if self.eval.crop_border is None else self.eval.crop_border
 
 
 def _allowed_keys(loc: tuple) -> list[str]:

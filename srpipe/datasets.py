@@ -19,12 +19,14 @@ from pathlib import Path
 from .io import IMAGE_SUFFIXES, SrpipeError, atomic_path, list_images
 from .progress import progress
 
-# Disjoint splits of scikit-image's colour photographs (file names in skimage/data).
+# scikit-image's colour photographs (file names in skimage/data): all of them, and disjoint
+# training and validation splits for the demo.
+_SAMPLE_TRAIN = ("chelsea.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg")
+_SAMPLE_VALID = ("astronaut.png", "coffee.png")
 SAMPLE_SETS: dict[str, tuple[str, ...]] = {
-    "sample-train": (
-        "chelsea.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg",
-    ),
-    "sample-valid": ("astronaut.png", "coffee.png"),
+    "sample": tuple(sorted(_SAMPLE_TRAIN + _SAMPLE_VALID)),
+    "sample-train": _SAMPLE_TRAIN,
+    "sample-valid": _SAMPLE_VALID,
 }
 
 

@@ -38,7 +38,7 @@ def images(folder, n=2, size=(40, 48)):
 
 def test_default_params_file_is_valid():
     p = load_params(ROOT / "params.yaml")
-    assert isinstance(p, Params) and p.scale == 2 and p.crop_border == 2
+    assert isinstance(p, Params) and p.scale == 2 and p.eval.crop(p.scale) == 2 and p.eval.crop(4) == 4
     assert set(yaml.safe_load((ROOT / "params.yaml").read_text())) == set(Params.model_fields)
 
 

@@ -125,6 +125,7 @@ def test_unfetched_standard_set_says_how_to_fetch(tmp_path):
 def test_sample_sets_are_disjoint_colour_photos():
     train, valid = dataset_files("sample-train"), dataset_files("sample-valid")
     assert train and valid and not {p.name for p in train} & {p.name for p in valid}
+    assert sorted(dataset_files("sample")) == sorted(train + valid)
     assert all(p.is_file() for p in train + valid)
     assert dataset_key("sample-valid") == "sample-valid" and dataset_key("/x/Set5") == "set5"
 

@@ -72,6 +72,8 @@ def repo(tmp_path, backbone, shared_data):
     params["eval"]["datasets"] = ["sample-valid", str(shared_data / "Set5")]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "git", "config", "user.name", "srpipe tests")  # dvc exp commits need an identity
+    sh(tmp_path, "git", "config", "user.email", "tests@example.com")
     sh(tmp_path, "git", "add", "-A")
     sh(tmp_path, "git", "commit", "-qm", "tiny project")
     return tmp_path
