@@ -60,14 +60,10 @@ def stage(fn: Callable) -> Callable:
     return wrapper
 
 
-def load_params_from(raw: dict, overrides: list[str]) -> Params:
-    return validate_params(apply_overrides(raw, overrides), "defaults")
-
-
 def read(params: Path, overrides: list[str] | None, missing_ok: bool = False) -> Params:
     """Validated params; with ``missing_ok`` an absent default params.yaml means all defaults."""
     if missing_ok and params == Path("params.yaml") and not params.exists():
-        return load_params_from({}, overrides or [])
+        return validate_params(apply_overrides({}, overrides or []), "defaults")
     return load_params(params, overrides or [])
 
 
@@ -183,7 +179,7 @@ def evaluate(
     chosen = [x for x in (checkpoint, onnx, baseline) if x is not None]
     if len(chosen) > 1 or (hr_dir is not None and not chosen):
         raise typer.BadParameter("give exactly one of --checkpoint, --onnx, --baseline bicubic")
-    if hr_dir is None and checkpoint is None and not chosen:
+    if not chosen:  # the pipeline's model
         checkpoint = BEST
     upscaler, model_scale, label = load_upscaler(checkpoint, onnx, baseline and baseline.value, scale or p.scale)
     if scale is not None and scale != model_scale:
@@ -212,10 +208,9 @@ def evaluate(
         pairs = load_pairs(prepared / key, model_scale)
         ours = run_eval(upscaler, pairs, desc=f"{key}: {label}", save_dir=save_dir and save_dir / key, **kwargs)
         bicubic = run_eval(bicubic_upscaler(model_scale), pairs, desc=f"{key}: bicubic", **kwargs)
-        result[key] = {**summarize(ours), "bicubic": summarize(bicubic)}
-        result[key]["psnr_gain_db"] = result[key]["psnr"] - result[key]["bicubic"]["psnr"]
+        rows[(key, label)], rows[(key, "bicubic")] = scores, base = summarize(ours), summarize(bicubic)
+        result[key] = {**scores, "bicubic": base, "psnr_gain_db": scores["psnr"] - base["psnr"]}
         tables.append(ours.merge(bicubic, on="image", suffixes=("", "_bicubic")).assign(dataset=key))
-        rows[(key, label)], rows[(key, "bicubic")] = summarize(ours), summarize(bicubic)
     write_json(metrics, result)
     with atomic_path(per_image) as tmp:
         pd.concat(tables).to_csv(tmp, index=False)
