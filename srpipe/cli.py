@@ -238,8 +238,8 @@ def export_onnx(
     from .models import load_model
 
     p = read(params, set_)
-    model, ckpt = load_model(checkpoint)
-    scale = ckpt["arch"]["kwargs"]["scale"]
+    model, _ = load_model(checkpoint)
+    scale = model.scale
     e = p.export
     result = export_precisions(
         model, out, e.precision, e.opset, load_pairs(valid, scale), e.check_images, e.calibration_patches,
@@ -275,12 +275,12 @@ def benchmark(
     from .models import load_model, macs_per_output_pixel
 
     p = read(params, set_)
-    model, ckpt = load_model(checkpoint)
+    model, _ = load_model(checkpoint)
     onnx_files = {q: onnx_path(exported, q) for q in PRECISIONS if onnx_path(exported, q).is_file()}
     if "fp32" not in onnx_files:
         raise SrpipeError(f"ONNX file not found: {onnx_path(exported, 'fp32')} (run export-onnx first)")
     b = p.benchmark
-    results = run_benchmark(checkpoint, onnx_files, ckpt["arch"]["kwargs"]["scale"], macs_per_output_pixel(model),
+    results = run_benchmark(checkpoint, onnx_files, model.scale, macs_per_output_pixel(model),
                             b.sizes, b.threads, b.warmup, b.repeats)
     write_json(metrics, results)
     with atomic_path(table) as tmp:

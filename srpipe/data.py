@@ -9,7 +9,7 @@ import pandas as pd
 
 from .config import DegradationParams
 from .datasets import dataset_files
-from .degradations import degrade
+from .degradations import Draw, degrade
 from .imresize import crop_to_multiple
 from .io import SrpipeError, atomic_path, list_images, read_image, write_image
 from .progress import progress
@@ -19,6 +19,17 @@ MANIFEST = "manifest.csv"
 
 def lr_dirname(scale: int) -> str:
     return f"lr_x{scale}"
+
+
+def degraded_pair(
+    path: Path, scale: int, degradation: DegradationParams | None, seed: int
+) -> tuple[str, np.ndarray, np.ndarray, Draw]:
+    """(PNG name, HR cropped to a multiple of ``scale``, its LR version, the draws) for one image."""
+    hr = crop_to_multiple(read_image(path), scale)
+    if min(hr.shape[:2]) < scale:
+        raise SrpipeError(f"image smaller than the scale factor: {path}")
+    lr, drawn = degrade(hr, scale, degradation, seed, path.stem)
+    return path.stem + ".png", hr, lr, drawn
 
 
 def prepare(
@@ -41,13 +52,9 @@ def prepare(
         (tmp / "hr").mkdir(parents=True)
         (tmp / lr_dirname(scale)).mkdir()
         for path in progress(files, desc=f"degrade {source}", unit="img"):
-            hr = crop_to_multiple(read_image(path), scale)
-            if min(hr.shape[:2]) < scale:
-                raise SrpipeError(f"image smaller than the scale factor: {path}")
-            name = path.stem + ".png"
+            name, hr, lr, drawn = degraded_pair(path, scale, degradation, seed)
             if any(r["image"] == name for r in rows):
                 raise SrpipeError(f"two images named {path.stem} in {source}")
-            lr, drawn = degrade(hr, scale, degradation, seed, path.stem)
             write_image(tmp / "hr" / name, hr)
             write_image(tmp / lr_dirname(scale) / name, lr)
             kind = degradation.kind if degradation else "bicubic"
@@ -63,11 +70,7 @@ def make_pairs(
     raw_dir: str | Path = "data/raw",
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, HR, LR) triples made on the fly from any dataset, as :func:`prepare` would write them."""
-    pairs = []
-    for path in dataset_files(source, raw_dir):
-        hr = crop_to_multiple(read_image(path), scale)
-        pairs.append((path.stem + ".png", hr, degrade(hr, scale, degradation, seed, path.stem)[0]))
-    return pairs
+    return [degraded_pair(path, scale, degradation, seed)[:3] for path in dataset_files(source, raw_dir)]
 
 
 def load_pairs(prepared_dir: str | Path, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .config import DegradationParams
-from .imresize import imresize
+from .imresize import imresize, round_uint8
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,9 @@ def add_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
     return img + rng.normal(0.0, sigma, img.shape)
 
 
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    return np.floor(np.clip(img, 0, 255) + 0.5).astype(np.uint8)
-
-
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     """JPEG round trip (OpenCV/libjpeg, 4:2:0) of an RGB image at ``quality``; returns float."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(to_uint8(img), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(round_uint8(img), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(np.float64)
@@ -95,4 +91,4 @@ def degrade(
             img = add_noise(img, d.noise_sigma, rng)
         elif step == "jpeg" and d.jpeg_quality is not None:
             img = jpeg(img, d.jpeg_quality)
-    return to_uint8(img), d
+    return round_uint8(img), d

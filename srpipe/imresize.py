@@ -55,6 +55,11 @@ def output_size(shape: tuple[int, int], scale: float) -> tuple[int, int]:
     return int(math.ceil(shape[0] * scale)), int(math.ceil(shape[1] * scale))
 
 
+def round_uint8(img: np.ndarray) -> np.ndarray:
+    """Clip to [0, 255] and round half away from zero to uint8, as MATLAB converts to uint8."""
+    return np.floor(np.clip(img, 0, 255) + 0.5).astype(np.uint8)
+
+
 def imresize(img: np.ndarray, scale: float, antialias: bool = True) -> np.ndarray:
     """Resize an HxW or HxWxC image by ``scale`` like MATLAB's bicubic ``imresize``.
 
@@ -70,7 +75,7 @@ def imresize(img: np.ndarray, scale: float, antialias: bool = True) -> np.ndarra
     out = _resize_axis(out, 0, out_h, scale, antialias)
     out = _resize_axis(out, 1, out_w, scale, antialias)
     if is_uint8:
-        return np.floor(np.clip(out, 0, 255) + 0.5).astype(np.uint8)
+        return round_uint8(out)
     return out
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from .progress import progress
 
 from .data import load_pairs
 from .io import SrpipeError, atomic_path
+from .progress import progress
 
 
 def grid(length: int, size: int, stride: int) -> list[int]:
@@ -32,12 +32,10 @@ def extract(prepared_dir: str | Path, out_dir: str | Path, scale: int, hr_size: 
     """Cut every training image into HR/LR patch pairs; returns the number of patches."""
     if hr_size % scale:
         raise SrpipeError(f"patch size {hr_size} is not divisible by scale {scale}")
-    lr_size = hr_size // scale
+    lr_size, lr_stride = hr_size // scale, max(1, stride // scale)
     hr_patches, lr_patches, rows = [], [], []
     for name, hr, lr in progress(load_pairs(prepared_dir, scale), desc="patches", unit="img"):
-        ys, xs = grid(hr.shape[0] // scale, lr_size, max(1, stride // scale)), grid(
-            hr.shape[1] // scale, lr_size, max(1, stride // scale)
-        )
+        ys, xs = grid(lr.shape[0], lr_size, lr_stride), grid(lr.shape[1], lr_size, lr_stride)
         if not ys or not xs:
             warnings.warn(f"{name}: smaller than one {hr_size}px patch, skipped", stacklevel=2)
             continue

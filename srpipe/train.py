@@ -31,7 +31,7 @@ from .config import ModelParams, TrainParams
 from .data import load_pairs
 from .evaluate import evaluate, summarize
 from .io import SrpipeError, atomic_path
-from .models import build_model, count_parameters, macs_per_output_pixel, save_checkpoint
+from .models import build_model, count_parameters, load_checkpoint, macs_per_output_pixel, save_checkpoint
 from .progress import progress
 from .upscalers import torch_upscaler
 
@@ -275,7 +275,7 @@ def _train(patches_dir, valid_dir, out_dir, log_csv, scale, seed, model_cfg, cfg
     start_epoch, best_psnr, best_epoch, history = 1, -math.inf, 0, []
     last = out_dir / "last.pt"
     if last.is_file():
-        state = torch.load(last, map_location="cpu", weights_only=False)
+        state = load_checkpoint(last)
         changes = fingerprint_changes(state.get("fingerprint", {}), fingerprint)
         if changes:
             reason = f"it was trained with other params or data ({'; '.join(changes[:4])})"

@@ -86,8 +86,8 @@ def load_upscaler(
     if checkpoint is not None:
         from .models import load_model
 
-        model, ckpt = load_model(checkpoint)
-        return torch_upscaler(model), int(ckpt["arch"]["kwargs"]["scale"]), "model"
+        model, _ = load_model(checkpoint)
+        return torch_upscaler(model), model.scale, "model"
     if onnx is not None:
         session = ort_session(onnx)
         found = onnx_scale(session) or scale
