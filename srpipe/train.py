@@ -175,6 +175,7 @@ class Distributed:
     """Process-group set-up for ``torchrun`` (gloo on CPU, nccl on GPU); a no-op for one process."""
 
     def __init__(self, device: torch.device):
+        self.device = device  # nccl reduces only CUDA tensors
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.enabled = self.world > 1
@@ -188,7 +189,7 @@ class Distributed:
     def mean(self, value: float) -> float:
         if not self.enabled:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return t.item() / self.world
 
