@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.sparse
 
 
 def cubic(x: np.ndarray) -> np.ndarray:
@@ -44,10 +45,14 @@ def contributions(in_length: int, out_length: int, scale: float, antialias: bool
 
 
 def _resize_axis(img: np.ndarray, axis: int, out_length: int, scale: float, antialias: bool) -> np.ndarray:
+    """One separable pass as a sparse (out_length x in_length) matrix product: memory stays at the
+    size of the input and output, whatever the kernel width."""
     weights, indices = contributions(img.shape[axis], out_length, scale, antialias)
+    rows = np.repeat(np.arange(out_length), weights.shape[1])
+    matrix = scipy.sparse.csr_matrix((weights.ravel(), (rows, indices.ravel())),
+                                     shape=(out_length, img.shape[axis]))
     moved = np.moveaxis(img, axis, 0)
-    gathered = moved[indices]  # out_length x taps x rest
-    out = np.einsum("ot,ot...->o...", weights, gathered)
+    out = (matrix @ moved.reshape(moved.shape[0], -1)).reshape((out_length, *moved.shape[1:]))
     return np.moveaxis(out, 0, axis)
 
 
