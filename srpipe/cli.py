@@ -77,26 +77,30 @@ def prepare_degradations(
     """Crop HR images to a multiple of the scale and make their LR versions (PNG) and a manifest.
 
     Training images get `degradation`; validation and evaluation sets get it too unless
-    `eval.degradation: bicubic`.
+    `eval.degradation: bicubic`. Every input is found before anything is written; images are
+    prepared on `data.workers` processes.
     """
-    from .data import prepare
+    from .data import prepare, source_files
     from .datasets import dataset_key
     from .io import atomic_path
+    from .parallel import resolve_workers
 
     p = read(params, set_)
     held_out = p.degradation if p.eval.degradation == "same" else None
     keys = [dataset_key(d) for d in p.eval.datasets]
     if len(set(keys)) != len(keys):
         raise SrpipeError(f"eval.datasets has two datasets with one name: {keys}")
-    common = dict(scale=p.scale, seed=p.seed, limit=p.data.limit, raw_dir=p.data.raw_dir)
+    files = {name: source_files(source, p.data.limit, p.data.raw_dir)
+             for name, source in [("train", p.data.train), ("valid", p.data.valid), *zip(keys, p.eval.datasets)]}
+    common = dict(scale=p.scale, seed=p.seed, workers=resolve_workers(p.data.workers))
     for split, source, degradation in (("train", p.data.train, p.degradation), ("valid", p.data.valid, held_out)):
-        n = len(prepare(source, out / split, degradation=degradation, **common))
-        typer.echo(f"{split}: {n} images from {source} -> {out / split}")
+        prepare(files[split], out / split, degradation=degradation, desc=split, **common)
+        typer.echo(f"{split}: {len(files[split])} images from {source} -> {out / split}")
     with atomic_path(out / "eval") as tmp:
         tmp.mkdir()
         for key, source in zip(keys, p.eval.datasets):
-            n = len(prepare(source, tmp / key, degradation=held_out, **common))
-            typer.echo(f"eval/{key}: {n} images from {source}")
+            prepare(files[key], tmp / key, degradation=held_out, desc=f"eval/{key}", **common)
+            typer.echo(f"eval/{key}: {len(files[key])} images from {source}")
 
 
 @app.command("extract-patches")
@@ -105,14 +109,17 @@ def extract_patches(
     params: ParamsPath = Path("params.yaml"),
     set_: Overrides = None,
     prepared: Annotated[Path, typer.Option(help="prepared training images.")] = PREPARED / "train",
-    out: Annotated[Path, typer.Option(help="folder for hr.npy, lr.npy and index.csv.")] = PATCHES,
+    out: Annotated[Path, typer.Option(help="folder for the image store: hr.bin, lr.bin and index.csv.")] = PATCHES,
 ) -> None:
-    """Cut the training images into aligned HR/LR patch pairs."""
+    """Pack the prepared training images into one memory-mappable store (random crops are cut
+    from it while training, so the crop size can change without re-running this stage)."""
+    from .parallel import resolve_workers
     from .patches import extract
 
     p = read(params, set_)
-    n = extract(prepared, out, p.scale, p.patches.hr_size, p.patches.stride)
-    typer.echo(f"{n} patch pairs of {p.patches.hr_size}px -> {out}")
+    index = extract(prepared, out, p.scale, resolve_workers(p.data.workers))
+    size = sum((out / f).stat().st_size for f in ("hr.bin", "lr.bin"))
+    typer.echo(f"{len(index)} images ({size / 2**20:.1f} MiB of pixels) -> {out}")
 
 
 @app.command()
@@ -120,21 +127,24 @@ def extract_patches(
 def train(
     params: ParamsPath = Path("params.yaml"),
     set_: Overrides = None,
-    patches: Annotated[Path, typer.Option(help="patch folder from extract-patches.")] = PATCHES,
+    patches: Annotated[Path, typer.Option(help="image store from extract-patches.")] = PATCHES,
     valid: Annotated[Path, typer.Option(help="prepared validation images.")] = PREPARED / "valid",
     out: Annotated[Path, typer.Option(help="folder for best.pt, last.pt and TensorBoard logs (tb/).")] = TRAIN_DIR,
     history: Annotated[Path, typer.Option(help="per-epoch CSV for dvc plots.")] = Path("metrics/train_log.csv"),
     metrics: Annotated[Path, typer.Option(help="training summary JSON.")] = Path("metrics/train.json"),
 ) -> None:
-    """Train the configured model on the patches; keep the best-validation-PSNR checkpoint.
+    """Train the configured model on random crops of the image store; keep the best-validation-PSNR
+    checkpoint.
 
-    Resumes from last.pt when an unfinished run with the same params and data is there. Under
+    Saves last.pt every `train.save_every` steps and at every epoch's end, and resumes from it when
+    an unfinished run with the same params and data is there. Under
     `torchrun --nproc_per_node=N -m srpipe train` it trains with DistributedDataParallel.
     """
-    from .train import train as run_train
+    from .training import train as run_train
 
     p = read(params, set_)
-    summary = run_train(patches, valid, out, history, p.scale, p.seed, p.model, p.train, p.eval.crop(p.scale))
+    summary = run_train(patches, valid, out, history, p.scale, p.seed, p.model, p.train, p.eval.crop(p.scale),
+                        p.degradation)
     if summary is not None:  # only the main process writes
         write_json(metrics, summary)
         typer.echo(f"best validation PSNR {summary['best_val_psnr']:.3f} dB at epoch {summary['best_epoch']}")

@@ -28,6 +28,7 @@ class DataParams(_Section):
     valid: str = Field("sample-valid", description="validation HR images: 'sample-valid' or a folder")
     limit: Optional[int] = Field(None, ge=1, description="use at most this many images per set")
     raw_dir: str = Field("data/raw", description="where `srpipe data fetch` puts standard datasets")
+    workers: Optional[int] = Field(None, ge=1, description="processes for the data stages; null: every core")
 
 
 def _ordered_range(v: tuple, low: float, high: float, what: str) -> tuple:
@@ -69,11 +70,6 @@ class DegradationParams(_Section):
     @classmethod
     def _jpeg_range(cls, v):
         return _ordered_range(v, 1, 100, "jpeg_quality")
-
-
-class PatchesParams(_Section):
-    hr_size: int = Field(64, ge=8, le=1024)
-    stride: int = Field(32, ge=1)
 
 
 # Named model sizes from the papers; `preset: custom` uses the sizes given in the section.
@@ -119,8 +115,11 @@ class TrainParams(_Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(16, ge=1, description="patches per optimiser step and accumulation slice")
     grad_accum: int = Field(1, ge=1, description="effective batch = batch_size * grad_accum")
-    steps_per_epoch: Optional[int] = Field(None, ge=1, description="null: one pass over all patches")
-    patch_size: Optional[int] = Field(None, ge=4, description="random HR crop inside each patch; null: whole patch")
+    steps_per_epoch: Optional[int] = Field(None, ge=1, description="null: as many crops as fit side by side in the images")
+    patch_size: Optional[int] = Field(None, ge=4, description="HR crop side; null: 48 * scale (EDSR's LR patch of 48)")
+    save_every: int = Field(500, ge=0, description="steps between saves of last.pt inside an epoch; 0: epoch ends only")
+    val_images: Optional[int] = Field(None, ge=1, description="validate on the first N images; null: all")
+    val_tile: Optional[int] = Field(512, ge=16, description="LR tile side for validation; null: whole images")
     loss: Literal["l1", "l2", "charbonnier"] = "l1"
     lr: float = Field(2e-4, gt=0, le=1)
     betas: tuple[float, float] = (0.9, 0.999)
@@ -130,11 +129,11 @@ class TrainParams(_Section):
     step_size: int = Field(200, ge=1, description="step: multiply lr by gamma every step_size epochs")
     gamma: float = Field(0.5, gt=0, le=1)
     ema: Optional[float] = Field(None, gt=0, lt=1, description="EMA decay of the weights; null: off")
-    amp: Literal["none", "bf16"] = "none"
+    amp: Literal["auto", "none", "bf16"] = Field("none", description="bf16 autocast; auto: where the device has it")
     channels_last: bool = False
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    workers: int = Field(0, ge=0, le=64)
+    workers: Optional[int] = Field(None, ge=0, le=64, description="DataLoader workers; null: 0 on CPU, up to 8 on GPU")
     threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads; null: all cores")
     feature_stats_every: int = Field(50, ge=0, description="steps between feature statistics in TensorBoard; 0: off")
 
@@ -202,7 +201,6 @@ class Params(_Section):
     scale: Literal[2, 3, 4, 8] = 2
     data: DataParams = Field(default_factory=DataParams)
     degradation: DegradationParams = Field(default_factory=DegradationParams)
-    patches: PatchesParams = Field(default_factory=PatchesParams)
     model: ModelParams = Field(default_factory=ModelParams)
     train: TrainParams = Field(default_factory=TrainParams)
     eval: EvalParams = Field(default_factory=EvalParams)
@@ -210,18 +208,11 @@ class Params(_Section):
     benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)
 
     @model_validator(mode="after")
-    def _patch_divisible_by_scale(self) -> "Params":
-        if self.patches.hr_size % self.scale:
-            raise ValueError(
-                f"patches.hr_size={self.patches.hr_size} is not divisible by scale={self.scale}; "
-                f"use a multiple of {self.scale}"
-            )
+    def _crop_divisible_by_scale(self) -> "Params":
         crop = self.train.patch_size
-        if crop is not None and (crop % self.scale or crop > self.patches.hr_size):
-            raise ValueError(
-                f"train.patch_size={crop} must be a multiple of scale={self.scale} "
-                f"and at most patches.hr_size={self.patches.hr_size}"
-            )
+        if crop is not None and crop % self.scale:
+            raise ValueError(f"train.patch_size={crop} is not divisible by scale={self.scale}; "
+                             f"use a multiple of {self.scale}")
         return self
 
 

@@ -1,7 +1,14 @@
-"""prepare-degradations: HR images cropped to a multiple of the scale, their LR versions, a manifest."""
+"""prepare-degradations: HR images cropped to a multiple of the scale, their LR versions, a manifest.
+
+Images are independent, so they are prepared on ``workers`` processes (each reads, degrades and
+writes its own PNGs); the files and the manifest are byte-identical whatever the number of
+workers, because every draw depends on (seed, image name) alone and the manifest keeps input order.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +19,7 @@ from .datasets import dataset_files
 from .degradations import Draw, degrade
 from .imresize import crop_to_multiple
 from .io import SrpipeError, atomic_path, list_images, read_image, write_image
+from .parallel import ordered_map
 from .progress import progress
 
 MANIFEST = "manifest.csv"
@@ -32,37 +40,78 @@ def degraded_pair(
     return path.stem + ".png", hr, lr, drawn
 
 
+def source_files(source: str, limit: int | None = None, raw_dir: str | Path = "data/raw") -> list[Path]:
+    """The image files of a dataset (name or folder), at most ``limit``; two images that would
+    both become ``NAME.png`` are an error, found before anything is written."""
+    files = dataset_files(source, raw_dir)[:limit]
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            raise SrpipeError(f"two images named {path.stem} in {source}: {seen[path.stem]} and {path}; rename one")
+        seen[path.stem] = path
+    return files
+
+
+def _prepare_one(path: Path, out: Path, scale: int, degradation: DegradationParams | None, seed: int) -> dict:
+    """Write one image's HR and LR PNGs into ``out``; return its manifest row."""
+    name, hr, lr, drawn = degraded_pair(path, scale, degradation, seed)
+    write_image(out / "hr" / name, hr)
+    write_image(out / lr_dirname(scale) / name, lr)
+    kind = degradation.kind if degradation else "bicubic"
+    return {"image": name, "source": str(path), "height": hr.shape[0], "width": hr.shape[1], "kind": kind,
+            **drawn.as_row()}
+
+
 def prepare(
-    source: str,
+    files: list[Path],
     out_dir: str | Path,
     scale: int,
     degradation: DegradationParams | None = None,
     seed: int = 0,
-    limit: int | None = None,
-    raw_dir: str | Path = "data/raw",
+    workers: int = 1,
+    desc: str = "degrade",
 ) -> pd.DataFrame:
-    """Write ``out_dir/hr/*.png``, ``out_dir/lr_xS/*.png`` and ``out_dir/manifest.csv``.
+    """Write ``out_dir/hr/*.png``, ``out_dir/lr_xS/*.png`` and ``out_dir/manifest.csv`` for ``files``
+    (from :func:`source_files`), on ``workers`` processes.
 
     The manifest records, per image, the source file, sizes and every degradation draw. The
     folder appears whole or not at all. Returns the manifest.
     """
-    files = dataset_files(source, raw_dir)[:limit]
-    rows: list[dict] = []
     with atomic_path(out_dir) as tmp:
         (tmp / "hr").mkdir(parents=True)
         (tmp / lr_dirname(scale)).mkdir()
-        for path in progress(files, desc=f"degrade {source}", unit="img"):
-            name, hr, lr, drawn = degraded_pair(path, scale, degradation, seed)
-            if any(r["image"] == name for r in rows):
-                raise SrpipeError(f"two images named {path.stem} in {source}")
-            write_image(tmp / "hr" / name, hr)
-            write_image(tmp / lr_dirname(scale) / name, lr)
-            kind = degradation.kind if degradation else "bicubic"
-            rows.append({"image": name, "source": str(path), "height": hr.shape[0], "width": hr.shape[1],
-                         "kind": kind, **drawn.as_row()})
+        job = functools.partial(_prepare_one, out=tmp, scale=scale, degradation=degradation, seed=seed)
+        rows = list(progress(ordered_map(job, files, workers), total=len(files), desc=desc, unit="img"))
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / MANIFEST, index=False)
     return manifest
+
+
+class Pairs(Sequence):
+    """(name, HR, LR) triples read from disk one at a time, so a large set is never all in memory."""
+
+    def __init__(self, items: list[tuple[str, Path, Path]], scale: int):
+        self.items, self.scale = items, scale
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Pairs(self.items[i], self.scale)
+        name, hr_path, lr_path = self.items[i]
+        hr, lr = read_image(hr_path), read_image(lr_path)
+        if hr.shape[0] != lr.shape[0] * self.scale or hr.shape[1] != lr.shape[1] * self.scale:
+            raise SrpipeError(f"{lr_path}: size {lr.shape[:2]} is not HR {hr.shape[:2]} / {self.scale}")
+        return name, hr, lr
+
+
+def prepared_pairs(prepared_dir: str | Path, scale: int, limit: int | None = None) -> Pairs:
+    """The (name, HR, LR) pairs of a folder written by :func:`prepare`, the first ``limit`` by name,
+    read lazily."""
+    prepared_dir = Path(prepared_dir)
+    items = [(p.name, p, prepared_dir / lr_dirname(scale) / p.name) for p in list_images(prepared_dir / "hr")]
+    return Pairs(items[:limit], scale)
 
 
 def make_pairs(
@@ -74,13 +123,5 @@ def make_pairs(
 
 
 def load_pairs(prepared_dir: str | Path, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, HR, LR) triples from a folder written by :func:`prepare`."""
-    prepared_dir = Path(prepared_dir)
-    pairs = []
-    for hr_path in list_images(prepared_dir / "hr"):
-        lr_path = prepared_dir / lr_dirname(scale) / hr_path.name
-        hr, lr = read_image(hr_path), read_image(lr_path)
-        if hr.shape[0] != lr.shape[0] * scale or hr.shape[1] != lr.shape[1] * scale:
-            raise SrpipeError(f"{lr_path}: size {lr.shape[:2]} is not HR {hr.shape[:2]} / {scale}")
-        pairs.append((hr_path.name, hr, lr))
-    return pairs
+    """(name, HR, LR) triples from a folder written by :func:`prepare`, all in memory."""
+    return list(prepared_pairs(prepared_dir, scale))

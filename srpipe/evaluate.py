@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ from .visualize import comparison_strip
 
 def evaluate(
     upscaler: Upscaler,
-    pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
     crop_border: int,
     y_channel: bool = True,
     lpips: LPIPS | None = None,
@@ -27,10 +27,11 @@ def evaluate(
 ) -> pd.DataFrame:
     """One row per image: name, psnr, ssim and (with ``lpips``) lpips.
 
-    With ``save_dir``, also writes each SR image and a comparison strip (HR | bicubic | model).
+    ``pairs`` may read its images lazily (:class:`srpipe.data.Pairs`): one image at a time is in
+    memory. With ``save_dir``, also writes each SR image and a comparison strip (HR | bicubic | model).
     """
     rows = []
-    for name, hr, lr in progress(list(pairs), desc=desc, unit="img", leave=False):
+    for name, hr, lr in progress(pairs, total=len(pairs), desc=desc, unit="img", leave=False):
         sr = upscaler(lr)
         if sr.shape != hr.shape:
             raise ValueError(f"{name}: upscaled to {sr.shape[:2]}, HR is {hr.shape[:2]} (wrong scale?)")

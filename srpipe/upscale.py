@@ -41,6 +41,11 @@ def upscale_tiled(upscaler: Upscaler, lr: np.ndarray, scale: int, tile: int | No
     return out
 
 
+def tiled_upscaler(upscaler: Upscaler, scale: int, tile: int | None, overlap: int) -> Upscaler:
+    """``upscaler`` applied through tiles (see :func:`upscale_tiled`), as an upscaler itself."""
+    return lambda lr: upscale_tiled(upscaler, lr, scale, tile, overlap)
+
+
 def expand_inputs(inputs: list[Path]) -> list[Path]:
     """Files as given, folders as their images; a missing path is kept so that it is reported."""
     files: list[Path] = []

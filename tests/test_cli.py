@@ -56,8 +56,9 @@ def test_overrides_are_parsed_as_yaml():
         ("train.epochs=many", "train.epochs: Input should be a valid integer"),
         ("train.epochs=0", "train.epochs: Input should be greater than or equal to 1"),
         ("model.global_skip=nearest", "model.global_skip: Input should be 'bicubic' or 'none'"),
-        ("patches.hr_size=65", "patches.hr_size=65 is not divisible by scale=2"),
-        ("scale=3", "patches.hr_size=64 is not divisible by scale=3"),
+        ("train.patch_size=65", "train.patch_size=65 is not divisible by scale=2"),
+        ("scale=3", "train.patch_size=64 is not divisible by scale=3"),
+        ("patches.hr_size=64", "unknown key 'patches'"),
     ],
 )
 def test_bad_params_exit_2_naming_the_key(project, override, expected):
@@ -102,7 +103,7 @@ def test_unreadable_image_leaves_no_output(project):
     assert not (project / "prep").exists() or not any((project / "prep").iterdir())
 
 
-def test_prepare_then_patches_on_a_folder(project):
+def test_prepare_then_store_on_a_folder(project):
     folder = images(project / "raw", n=3, size=(41, 50))
     code, out = run("prepare-degradations", "--out", "prep", "--set", f"data.train={folder}",
                     "--set", f"data.valid={folder}")
@@ -110,24 +111,25 @@ def test_prepare_then_patches_on_a_folder(project):
     hr = cv2.imread(str(project / "prep" / "train" / "hr" / "img0.png"))
     lr = cv2.imread(str(project / "prep" / "train" / "lr_x2" / "img0.png"))
     assert hr.shape == (40, 50, 3) and lr.shape == (20, 25, 3)
-    code, out = run("extract-patches", "--prepared", "prep/train", "--out", "patches",
-                    "--set", "patches.hr_size=16", "--set", "patches.stride=16")
+    code, out = run("extract-patches", "--prepared", "prep/train", "--out", "store")
     assert code == 0, out
-    hr_p, lr_p = np.load(project / "patches" / "hr.npy"), np.load(project / "patches" / "lr.npy")
-    # rows 0, 16, 24 and cols 0, 16, 32, 34 of each 40x50 image
-    assert hr_p.shape == (3 * 12, 16, 16, 3) and lr_p.shape == (3 * 12, 8, 8, 3)
-    np.testing.assert_array_equal(hr_p[0], cv2.cvtColor(hr, cv2.COLOR_BGR2RGB)[:16, :16])
-    index = (project / "patches" / "index.csv").read_text().splitlines()
-    assert index[0] == "patch,image,y,x" and len(index) == 37
+    assert "3 images" in out
+    # whole images, raw, one after another: exactly the decoded bytes
+    hr_bytes = np.fromfile(project / "store" / "hr.bin", np.uint8)
+    lr_bytes = np.fromfile(project / "store" / "lr.bin", np.uint8)
+    assert hr_bytes.size == 3 * 40 * 50 * 3 and lr_bytes.size == 3 * 20 * 25 * 3
+    np.testing.assert_array_equal(hr_bytes[: 40 * 50 * 3].reshape(40, 50, 3), cv2.cvtColor(hr, cv2.COLOR_BGR2RGB))
+    np.testing.assert_array_equal(lr_bytes[: 20 * 25 * 3].reshape(20, 25, 3), cv2.cvtColor(lr, cv2.COLOR_BGR2RGB))
+    index = (project / "store" / "index.csv").read_text().splitlines()
+    assert index[0] == "image,height,width,lr_height,lr_width,hr_offset,lr_offset,sha256" and len(index) == 4
+    assert index[2].startswith("img1.png,40,50,20,25,6000,1500,")
 
 
-def test_images_smaller_than_a_patch_are_skipped(project):
-    folder = images(project / "raw", n=1, size=(40, 40))
-    cv2.imwrite(str(folder / "tiny.png"), np.zeros((10, 10, 3), np.uint8))
+def test_store_for_another_scale_is_refused(project):
+    folder = images(project / "raw", n=1, size=(44, 44))
     assert run("prepare-degradations", "--out", "prep", "--set", f"data.train={folder}",
-               "--set", f"data.valid={folder}")[0] == 0
-    with pytest.warns(UserWarning, match="tiny.png: smaller than one 32px patch"):
-        code, out = run("extract-patches", "--prepared", "prep/train", "--out", "patches",
-                        "--set", "patches.hr_size=32")
-    assert code == 0, out
-    assert np.load(project / "patches" / "hr.npy").shape[0] == 4
+               "--set", f"data.valid={folder}", "--set", "scale=4", "--set", "train.patch_size=16")[0] == 0
+    code, out = run("extract-patches", "--prepared", "prep/train", "--out", "store", "--set", "scale=3",
+                    "--set", "train.patch_size=null")
+    assert code == 1 and "not multiples of scale 3" in out
+    assert not (project / "store").exists()

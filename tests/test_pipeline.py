@@ -18,9 +18,8 @@ PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/co
 
 TINY = {
     "data": {"limit": 2},
-    "patches": {"hr_size": 32, "stride": 96},
     "model": {"n_resblocks": 1, "n_feats": 8},
-    "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "warmup_epochs": 1},
+    "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "warmup_epochs": 1, "patch_size": 32},
     "export": {"check_images": 1, "calibration_patches": 4, "calibration_size": 16},
     "benchmark": {"sizes": [[24, 24], [32, 40]], "threads": [1], "warmup": 1, "repeats": 10},
 }
@@ -67,7 +66,7 @@ def repo(tmp_path, backbone, shared_data):
     shutil.copytree(ROOT / "srpipe", tmp_path / "srpipe", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for section, values in TINY.items():
-        params[section].update(values)
+        params.setdefault(section, {}).update(values)
     params["eval"]["lpips_backbone"] = str(backbone)
     params["eval"]["datasets"] = ["sample-valid", str(shared_data / "Set5")]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -86,9 +85,10 @@ def test_repro_cache_and_experiment(repo):
     assert ran(first) == STAGES
 
     assert len(list((repo / "data/prepared/train/hr").glob("*.png"))) == 2
-    assert (repo / "data/patches/hr.npy").is_file() and (repo / "data/patches/index.csv").is_file()
+    assert (repo / "data/patches/hr.bin").is_file() and (repo / "data/patches/index.csv").is_file()
     assert (repo / "stages/train/best.pt").is_file() and (repo / "stages/train/last.pt").is_file()
     log = (repo / "metrics/train_log.csv").read_text().splitlines()
+    assert log[0] == "epoch,loss,val_psnr,val_ssim,lr,step" and log[2].endswith(",6")
     assert log[0].startswith("epoch,loss,val_psnr") and len(log) == 3
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     assert set(evaluation) == {"sample-valid", "set5"}

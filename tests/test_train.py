@@ -1,4 +1,4 @@
-"""The train stage on a tiny model: resume after SIGKILL, fresh starts, DDP, accumulation, EMA, logs."""
+"""The train stage on a tiny model: resume after SIGKILL mid-epoch, fresh starts, DDP, accumulation, EMA, logs."""
 
 import os
 import signal
@@ -12,23 +12,24 @@ import pytest
 import torch
 import yaml
 
-from srpipe import train as train_module
 from srpipe.config import ModelParams, TrainParams
-from srpipe.data import prepare
+from srpipe.data import prepare, source_files
 from srpipe.io import SrpipeError
 from srpipe.patches import extract
-from srpipe.train import train
+from srpipe.training import LOSSES, train
 
 TINY_MODEL = {"n_resblocks": 1, "n_feats": 8}
-TINY_TRAIN = {"epochs": 3, "steps_per_epoch": 6, "batch_size": 4, "threads": 1, "feature_stats_every": 2}
+TINY_TRAIN = {"epochs": 3, "steps_per_epoch": 6, "batch_size": 4, "threads": 1, "feature_stats_every": 2,
+              "patch_size": 32, "amp": "none"}
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    prepare("sample-valid", root / "prepared" / "train", 2, limit=1)  # astronaut, 512x512
-    prepare("sample-valid", root / "prepared" / "valid", 2, limit=1)
-    extract(root / "prepared" / "train", root / "patches", 2, hr_size=32, stride=48)
+    astronaut = source_files("sample-valid", limit=1)  # 512x512
+    prepare(astronaut, root / "prepared" / "train", 2)
+    prepare(astronaut, root / "prepared" / "valid", 2)
+    extract(root / "prepared" / "train", root / "patches", 2)
     return root
 
 
@@ -51,34 +52,53 @@ def cli(cwd, *args, torchrun=False):
 
 
 def project(tmp_path, data, **train_kw):
-    params = {"model": TINY_MODEL, "train": {**TINY_TRAIN, **train_kw}, "patches": {"hr_size": 32}}
+    params = {"model": TINY_MODEL, "train": {**TINY_TRAIN, **train_kw}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return ["--patches", str(data / "patches"), "--valid", str(data / "prepared" / "valid")]
 
 
-def test_resume_after_sigkill_reaches_the_same_weights(tmp_path, data):
-    paths = project(tmp_path, data, steps_per_epoch=200)
-    whole = cli(tmp_path, "train", *paths, "--out", "whole")
+def saved_step(path):
+    try:
+        return torch.load(path, weights_only=False)["progress"]["step"]
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return None
+
+
+def test_sigkill_mid_epoch_resumes_from_the_last_save_to_the_same_weights(tmp_path, data):
+    # 3 epochs of 40 steps; last.pt every 7 steps inside an epoch and at each epoch's end
+    paths = project(tmp_path, data, steps_per_epoch=40, save_every=7)
+    whole = cli(tmp_path, "train", *paths, "--out", "whole", "--set", "train.save_every=0")
     assert whole.wait(timeout=300) == 0, whole.stdout.read()
 
     killed = cli(tmp_path, "train", *paths, "--out", "resumed")
     last = tmp_path / "resumed" / "last.pt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline:
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)  # during epoch 2: epoch 1's checkpoint has just landed
+    seen, deadline = [], time.time() + 300
+    while time.time() < deadline:
+        step = saved_step(last)
+        if step is not None and (not seen or seen[-1] != step):
+            seen.append(step)
+        if step is not None and 42 <= step < 77:  # a save in the middle of epoch 2
+            break
+        time.sleep(0.005)
+    killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=60)
-    assert torch.load(last, weights_only=False)["epoch"] == 1
+    step = saved_step(last)
+    assert step % 40 and step in range(42, 80), (step, seen)
+    assert all(s % 7 == 0 or s % 40 == 0 for s in seen), seen  # so a kill loses at most 7 steps
     assert not [p.name for p in last.parent.iterdir() if ".tmp" in p.name]  # nothing half-written
 
     again = cli(tmp_path, "train", *paths, "--out", "resumed")
     output = again.communicate(timeout=300)[0]
     assert again.returncode == 0, output
-    assert "resuming from resumed/last.pt after epoch 1 of 3" in output
+    assert f"resuming from resumed/last.pt at step {step} of 120" in output
     a, b = weights(tmp_path / "whole" / "last.pt"), weights(last)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert torch.load(last, weights_only=False)["history"] == torch.load(
-        tmp_path / "whole" / "last.pt", weights_only=False)["history"]
+    history = lambda p: torch.load(p, weights_only=False)["progress"]["history"]  # noqa: E731
+    assert history(last) == history(tmp_path / "whole" / "last.pt") and len(history(last)) == 3
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    losses = EventAccumulator(str(tmp_path / "resumed" / "tb")).Reload().Scalars("train/loss")
+    assert [e.step for e in losses] == list(range(1, 121))  # the killed run's unsaved steps were dropped
 
 
 def test_changed_params_or_a_finished_run_start_fresh(tmp_path, data, capsys):
@@ -87,6 +107,8 @@ def test_changed_params_or_a_finished_run_start_fresh(tmp_path, data, capsys):
     assert "(train.lr: 0.0002 -> 0.0001); starting fresh" in capsys.readouterr().out
     run(data, tmp_path, epochs=1, lr=1e-4)
     assert "that run had finished; starting fresh" in capsys.readouterr().out
+    run(data, tmp_path, epochs=1, lr=1e-4, patch_size=16)
+    assert "(train.patch_size: 32 -> 16); starting fresh" in capsys.readouterr().out
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data, monkeypatch):
@@ -97,10 +119,10 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data,
         loss = torch.nn.functional.l1_loss(pred, target)
         return loss * float("nan") if calls["n"] > 8 else loss  # epoch 2, third step
 
-    monkeypatch.setitem(train_module.LOSSES, "l1", poisoned)
+    monkeypatch.setitem(LOSSES, "l1", poisoned)
     with pytest.raises(SrpipeError, match=r"non-finite loss \(nan\) at step 8 \(epoch 2\)"):
-        run(data, tmp_path)
-    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
+        run(data, tmp_path, save_every=0)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["progress"]["step"] == 6
     assert all(torch.isfinite(v).all() for v in weights(tmp_path / "best.pt").values())
 
 
@@ -150,7 +172,8 @@ def test_ddp_on_two_cpu_processes_matches_one(tmp_path, data):
     assert one.wait(timeout=300) == 0
     a = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
-    for x, y in zip(a["history"], b["history"]):
+    assert len(a["progress"]["history"]) == 2
+    for x, y in zip(a["progress"]["history"], b["progress"]["history"]):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-5)
         assert x["val_psnr"] == pytest.approx(y["val_psnr"], abs=0.01)
     assert len(list((tmp_path / "ddp" / "tb").iterdir())) == 1  # only rank 0 wrote

@@ -5,15 +5,17 @@ import pytest
 import torch
 
 from srpipe.config import TrainParams
-from srpipe.train import LOSSES, PlanDataset, epoch_plan, fingerprint_changes, lr_lambda, transform
+from srpipe.training import LOSSES, autocast_dtype, fingerprint_changes, lr_lambda, recipe
+from srpipe.training.sampling import CropDataset, RunSampler, crop_positions, epoch_plan, epoch_steps, transform
 
 
-def test_warmup_is_linear_then_cosine_to_floor():
+def test_warmup_is_linear_then_cosine_to_the_floor_at_the_last_step():
     f = lr_lambda(TrainParams(epochs=7, warmup_epochs=2, min_lr_ratio=0.1), steps_per_epoch=2)
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert f(4) == pytest.approx(1.0)
-    assert f(9) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert f(14) == pytest.approx(0.1) and f(100) == pytest.approx(0.1)
+    assert f(8) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 / 9)))
+    assert f(13) == pytest.approx(0.1)  # the last of 14 steps runs at the floor
+    assert f(12) > f(13) and f(100) == pytest.approx(0.1)
 
 
 def test_step_schedule_multiplies_by_gamma_every_step_size_epochs():
@@ -30,12 +32,37 @@ def test_losses():
     assert LOSSES["charbonnier"](a, b).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_plan_depends_only_on_seed_and_epoch():
-    a, b = epoch_plan(10, 25, seed=3, epoch=2, crop_positions=4), epoch_plan(10, 25, seed=3, epoch=2, crop_positions=4)
+@pytest.mark.parametrize("supported", [True, False])
+def test_amp_auto_picks_bf16_only_where_supported(monkeypatch, supported):
+    monkeypatch.setattr(recipe, "bf16_supported", lambda device_type: supported)
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if supported else None)
+    assert autocast_dtype("none", cpu) is None
+    if supported:
+        assert autocast_dtype("bf16", cpu) == torch.bfloat16
+    else:
+        with pytest.warns(UserWarning, match="no native bfloat16; training in fp32"):
+            assert autocast_dtype("bf16", cpu) is None
+
+
+def test_crop_positions_and_epoch_length():
+    sizes = np.array([[100, 60], [40, 40], [20, 200]])
+    ys, xs = crop_positions(sizes, 32, 2)  # LR crop 16 on LR images 50x30, 20x20, 10x100
+    assert ys.tolist() == [35, 5, 0] and xs.tolist() == [15, 5, 85]
+    store = type("S", (), {"sizes": sizes})()
+    assert epoch_steps(store, 32, 2) == (3 * 1 + 1 * 1 + 0) // 2
+
+
+def test_plan_depends_only_on_seed_and_epoch_and_is_uniform_over_crop_positions():
+    ys, xs = np.array([10, 1, 0]), np.array([30, 1, 5])  # 300, 1 and 0 positions
+    a, b = epoch_plan(ys, xs, 20000, seed=3, epoch=2), epoch_plan(ys, xs, 20000, seed=3, epoch=2)
     assert np.array_equal(a, b)
-    assert not np.array_equal(a, epoch_plan(10, 25, seed=3, epoch=3, crop_positions=4))
-    assert sorted(a[:10, 0].tolist()) == list(range(10))  # one pass before any patch repeats
-    assert set(a[:, 1]) <= {0, 1} and set(a[:, 2]) <= {0, 1, 2, 3} and a[:, 3:].max() <= 3
+    assert not np.array_equal(a, epoch_plan(ys, xs, 20000, seed=3, epoch=3))
+    counts = np.bincount(a[:, 0], minlength=3)
+    assert counts[2] == 0 and counts[1] == pytest.approx(20000 / 301, rel=0.35)  # by area; too small: never
+    first = a[a[:, 0] == 0]
+    assert first[:, 3].max() == 9 and first[:, 4].max() == 29 and first[:, 3:].min() == 0
+    assert abs(first[:, 4].mean() - 14.5) < 0.5 and set(a[:, 1]) == {0, 1} and set(a[:, 2]) == {0, 1, 2, 3}
 
 
 def test_all_eight_dihedral_transforms_are_distinct():
@@ -44,19 +71,42 @@ def test_all_eight_dihedral_transforms_are_distinct():
     assert len(outs) == 8
 
 
+class ArrayStore:
+    """An in-memory stand-in for the image store."""
+
+    def __init__(self, lrs, scale):
+        self.scale, self.names = scale, [f"img{i}" for i in range(len(lrs))]
+        self._lr = lrs
+        self._hr = [lr.repeat(scale, axis=0).repeat(scale, axis=1) for lr in lrs]  # nearest-neighbour
+        self.sizes = np.array([h.shape[:2] for h in self._hr])
+
+    def hr(self, i):
+        return self._hr[i]
+
+    def lr(self, i):
+        return self._lr[i]
+
+
 def test_lr_and_hr_get_the_same_crop_and_transform():
     rng = np.random.default_rng(0)
-    lr = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
-    hr = lr.repeat(2, axis=1).repeat(2, axis=2)  # nearest-neighbour x2
-    plan = epoch_plan(3, 40, seed=0, epoch=1, crop_positions=3)  # 6-px LR crops of 8-px patches
-    ds = PlanDataset(hr, lr, plan, scale=2, lr_crop=6)
-    for i in range(len(ds)):
-        lr_t, hr_t = ds[i]
+    store = ArrayStore([rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((8, 8), (9, 12))], 2)
+    ds = CropDataset(store, crop=12, rows=40, seed=0)  # 6-px LR crops
+    for g in range(80):
+        lr_t, hr_t = ds[g]
         assert lr_t.shape == (3, 6, 6) and hr_t.shape == (3, 12, 12)
         torch.testing.assert_close(hr_t, lr_t.repeat_interleave(2, 1).repeat_interleave(2, 2))
-    patch, flip, turns, cy, cx = plan[0]
-    expected = transform(lr[patch, cy : cy + 6, cx : cx + 6], flip, turns)
-    np.testing.assert_array_equal(ds[0][0].mul(255).round().byte().permute(1, 2, 0).numpy(), expected)
+    image, flip, turns, cy, cx = ds.plan(2)[5]  # sample 45 is row 5 of epoch 2
+    expected = transform(store.lr(image)[cy : cy + 6, cx : cx + 6], flip, turns)
+    np.testing.assert_array_equal(ds[45][0].mul(255).round().byte().permute(1, 2, 0).numpy(), expected)
+
+
+def test_sampler_resumes_anywhere_and_splits_batches_over_processes():
+    whole = list(RunSampler(0, 5, batch=4, accum=2))
+    assert whole == list(range(40))
+    assert list(RunSampler(3, 5, batch=4, accum=2)) == whole[24:]  # resumed at step 3
+    ranks = [list(RunSampler(0, 5, batch=4, accum=2, rank=r, world=2)) for r in (0, 1)]
+    assert ranks[0][:4] == [0, 1, 4, 5] and ranks[1][:4] == [2, 3, 6, 7]
+    assert sorted(ranks[0] + ranks[1]) == whole and len(RunSampler(0, 5, 4, 2, 1, 2)) == 20
 
 
 def test_fingerprint_changes_name_the_keys():

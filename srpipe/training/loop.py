@@ -1,0 +1,257 @@
+"""The train stage's loop, in named parts: set-up, resume, one step, validate, save.
+
+A run is ``epochs`` x ``steps_per_epoch`` optimiser steps over random crops of the image store
+(:mod:`.sampling`). ``last.pt`` is saved every ``save_every`` steps and at the end of every epoch,
+so a killed run restarted with the same params continues from the last save, mid-epoch
+included, and ends with the same weights, bit for bit on CPU, as an uninterrupted one.
+Validation (tiled, on the training device) and ``best.pt`` come at the end of every epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..config import DegradationParams, ModelParams, TrainParams
+from ..data import prepared_pairs
+from ..evaluate import evaluate, summarize
+from ..hardware import available_cores
+from ..io import SrpipeError, atomic_path
+from ..models import build_model, count_parameters, macs_per_output_pixel, save_checkpoint
+from ..patches import ImageStore
+from ..progress import progress
+from ..upscale import tiled_upscaler
+from ..upscalers import torch_upscaler
+from .recipe import LOSSES, LR_WARN, autocast_dtype, lr_lambda
+from .runtime import Board, Distributed, loader_workers, pick_device
+from .sampling import CropDataset, RunSampler, epoch_steps, make_loader
+from .state import Progress, model_arch, resumable, run_fingerprint
+
+VAL_OVERLAP = 16  # LR pixels of context around each validation tile
+
+
+def train(
+    patches_dir: str | Path,
+    valid_dir: str | Path,
+    out_dir: str | Path,
+    log_csv: str | Path,
+    scale: int,
+    seed: int,
+    model_cfg: ModelParams,
+    cfg: TrainParams,
+    crop_border: int,
+    degradation: DegradationParams | None = None,
+) -> dict | None:
+    """Train, keeping ``best.pt`` (best validation PSNR), ``last.pt`` (everything needed to resume),
+    TensorBoard logs in ``out_dir/tb`` and one CSV row per epoch. Returns a summary on the main
+    process (None on the others)."""
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    ddp = Distributed(device)
+    try:
+        trainer = Trainer(Path(patches_dir), Path(valid_dir), Path(out_dir), Path(log_csv), scale, seed, model_cfg,
+                          cfg, crop_border, device, ddp, degradation)
+        return trainer.run()
+    finally:
+        ddp.close()
+
+
+class Trainer:
+    def __init__(self, patches_dir: Path, valid_dir: Path, out_dir: Path, log_csv: Path, scale: int, seed: int,
+                 model_cfg: ModelParams, cfg: TrainParams, crop_border: int, device: torch.device,
+                 ddp: Distributed, degradation: DegradationParams | None):
+        if cfg.lr > LR_WARN and ddp.main:
+            warnings.warn(f"train.lr={cfg.lr} is above {LR_WARN}: EDSR training was seen to diverge there",
+                          stacklevel=3)
+        if cfg.batch_size % ddp.world:
+            raise SrpipeError(f"train.batch_size={cfg.batch_size} is not divisible by the {ddp.world} processes")
+        torch.set_num_threads(cfg.threads or max(1, available_cores() // ddp.world))
+        self.cfg, self.scale, self.seed, self.device, self.ddp = cfg, scale, seed, device, ddp
+        self.out_dir, self.log_csv, self.crop_border = out_dir, log_csv, crop_border
+        self.last = out_dir / "last.pt"
+        self._set_up_data(patches_dir, valid_dir, degradation)
+        self._set_up_model(model_cfg)
+        self.progress = Progress()
+        self._resume()
+        self.net = self._wrap(self.model)
+        self.board = Board(out_dir / "tb", ddp.main, self.progress.step, self.model, cfg.feature_stats_every)
+
+    # ------------------------------------------------------------ set-up
+
+    def _set_up_data(self, patches_dir: Path, valid_dir: Path, degradation: DegradationParams | None) -> None:
+        cfg = self.cfg
+        self.store = ImageStore(patches_dir)
+        if self.store.scale != self.scale:
+            raise SrpipeError(f"the image store in {patches_dir} is for x{self.store.scale}, params say "
+                              f"scale={self.scale}; run extract-patches again")
+        self.crop = cfg.patch_size or 48 * self.scale
+        self.steps_per_epoch = cfg.steps_per_epoch or epoch_steps(self.store, self.crop,
+                                                                  cfg.batch_size * cfg.grad_accum)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.valid = prepared_pairs(valid_dir, self.scale, cfg.val_images) if self.ddp.main else []
+        self.degradation = degradation
+        self.dataset = CropDataset(self.store, self.crop, self.steps_per_epoch * cfg.grad_accum * cfg.batch_size,
+                                   self.seed, degrade=None)
+
+    def _set_up_model(self, model_cfg: ModelParams) -> None:
+        cfg = self.cfg
+        self.arch = model_arch(model_cfg, self.scale)
+        torch.manual_seed(self.seed)
+        self.model = build_model(self.arch["name"], **self.arch["kwargs"])
+        self.model_stats = {"params": count_parameters(self.model),
+                            "macs_per_output_pixel": macs_per_output_pixel(self.model)}
+        self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps_per_epoch))
+        self.ema = None
+        if cfg.ema:
+            ema_fn = torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema)
+            self.ema = torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=ema_fn)
+        self.dtype = autocast_dtype(cfg.amp, self.device)
+        self.fingerprint = run_fingerprint(self.arch, cfg, self.seed, self.store.fingerprint(),
+                                           precision="bf16" if self.dtype else "fp32")
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        net = torch.compile(model) if self.cfg.compile else model
+        if self.ddp.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        return net
+
+    def _resume(self) -> None:
+        state, message = resumable(self.last, self.fingerprint, self.total_steps)
+        if message and self.ddp.main:
+            tqdm.write(message)
+        if state is None:
+            return
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.progress = Progress(**state["progress"])
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> dict | None:
+        cfg, p = self.cfg, self.progress
+        sampler = RunSampler(p.step, self.total_steps, cfg.batch_size, cfg.grad_accum, self.ddp.rank, self.ddp.world)
+        workers = loader_workers(cfg.workers, self.device, self.ddp.world)
+        batches = iter(make_loader(self.dataset, sampler, workers, self.device.type == "cuda"))
+        bar = progress(total=self.total_steps, initial=p.step, unit="it", desc="train",
+                       disable=None if self.ddp.main else True)
+        started, tick = time.perf_counter(), time.perf_counter()
+        while p.step < self.total_steps:
+            loss = self.step(batches)
+            p.step += 1
+            p.epoch_losses.append(loss)
+            rate = cfg.batch_size * cfg.grad_accum / max(1e-9, time.perf_counter() - tick)
+            tick = time.perf_counter()
+            lr = self.scheduler.get_last_lr()[0]
+            bar.update(1)
+            bar.set_postfix(epoch=self.epoch, loss=f"{loss:.4f}", lr=f"{lr:.2e}", patches_s=f"{rate:.0f}")
+            self.board.scalars(p.step, {"train/loss": loss, "train/lr": lr, "train/patches_per_s": rate})
+            if p.step % self.steps_per_epoch == 0:
+                self.end_epoch()
+            elif cfg.save_every and p.step % cfg.save_every == 0 and self.ddp.main:
+                self.save_last()
+        bar.close()
+        self.board.close()
+        return self.summary(time.perf_counter() - started) if self.ddp.main else None
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next step belongs to (1-based)."""
+        return self.progress.step // self.steps_per_epoch + 1
+
+    def step(self, batches) -> float:
+        """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss of all processes."""
+        cfg = self.cfg
+        self.board.arm(self.progress.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for micro in range(cfg.grad_accum):
+            lr_batch, hr_batch = (t.to(self.device, non_blocking=True) for t in next(batches))
+            if cfg.channels_last:
+                lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
+            sync = micro == cfg.grad_accum - 1 or not self.ddp.enabled
+            with (contextlib.nullcontext() if sync else self.net.no_sync()), self._autocast():
+                loss = LOSSES[cfg.loss](self.net(lr_batch).float(), hr_batch) / cfg.grad_accum
+            loss.backward()
+            step_loss += loss.item()
+            self.board.disarm()
+        step_loss = self.ddp.mean(step_loss)
+        if not math.isfinite(step_loss):
+            raise SrpipeError(f"non-finite loss ({step_loss}) at step {self.progress.step} (epoch {self.epoch}); "
+                              f"the last good checkpoint is kept in {self.last}")
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return step_loss
+
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    # ------------------------------------------------------------ validate and save
+
+    def validate(self) -> dict[str, float]:
+        """PSNR/SSIM on the validation images, tiled, on the training device, with the EMA weights if any."""
+        scored = self.ema.module if self.ema is not None else self.model
+        scored.eval()
+        upscaler = tiled_upscaler(torch_upscaler(scored), self.scale, self.cfg.val_tile, VAL_OVERLAP)
+        scores = summarize(evaluate(upscaler, self.valid, self.crop_border, desc="validate"))
+        self.model.train()
+        return scores
+
+    def end_epoch(self) -> None:
+        p = self.progress
+        if self.ddp.main:
+            epoch = p.step // self.steps_per_epoch
+            val = self.validate()
+            row = {"epoch": epoch, "loss": float(np.mean(p.epoch_losses)), "val_psnr": val["psnr"],
+                   "val_ssim": val["ssim"], "lr": self.optimizer.param_groups[0]["lr"], "step": p.step}
+            p.history.append(row)
+            p.epoch_losses = []
+            self.board.scalars(p.step, {"val/psnr": val["psnr"], "val/ssim": val["ssim"]})
+            tqdm.write(f"epoch {epoch}: loss {row['loss']:.4f}  val PSNR {val['psnr']:.3f} dB  SSIM {val['ssim']:.4f}")
+            if val["psnr"] > p.best_psnr:
+                p.best_psnr, p.best_epoch = val["psnr"], epoch
+                scored = self.ema.module if self.ema is not None else self.model
+                save_checkpoint(self.out_dir / "best.pt", scored, self.arch, epoch=epoch, val_psnr=val["psnr"])
+            self.save_last()
+            with atomic_path(self.log_csv) as tmp:
+                pd.DataFrame(p.history).to_csv(tmp, index=False)
+        else:
+            self.progress.epoch_losses = []
+        self.ddp.barrier()
+
+    def save_last(self) -> None:
+        p = self.progress
+        save_checkpoint(
+            self.last, self.model, self.arch, epoch=p.step // self.steps_per_epoch,
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            ema=self.ema.state_dict() if self.ema is not None else None, rng={"torch": torch.get_rng_state()},
+            fingerprint=self.fingerprint, progress=p.as_dict(),
+        )
+
+    def summary(self, seconds: float) -> dict:
+        p = self.progress
+        return {"best_val_psnr": p.best_psnr, "best_epoch": p.best_epoch, "final_loss": p.history[-1]["loss"],
+                **self.model_stats, "steps": p.step, "train_seconds": round(seconds, 1),
+                "precision": "bf16" if self.dtype else "fp32"}

@@ -1,0 +1,57 @@
+"""The training recipe's pieces: losses, the learning-rate schedule, mixed precision."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..config import TrainParams
+from ..hardware import bf16_supported
+
+LR_WARN = 5e-4  # the EDSR paper saw training diverge above this
+
+
+def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    return torch.sqrt((pred - target) ** 2 + eps**2).mean()
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l1": F.l1_loss,
+    "l2": F.mse_loss,
+    "charbonnier": charbonnier,
+}
+
+
+def lr_lambda(cfg: TrainParams, steps_per_epoch: int) -> Callable[[int], float]:
+    """Learning-rate factor per optimiser step: linear warm-up from near zero over
+    ``warmup_epochs``, then cosine decay that reaches ``min_lr_ratio`` at the last step, or
+    x``gamma`` every ``step_size`` epochs."""
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    total = cfg.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.schedule == "step":
+            return cfg.gamma ** ((step - warmup) // (cfg.step_size * steps_per_epoch))
+        done = min(1.0, (step - warmup) / max(1, total - 1 - warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done))
+
+    return factor
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """bfloat16 for ``amp: bf16`` (with a warning and fp32 where the device lacks it) and for
+    ``amp: auto`` where the device computes it natively; None (fp32) otherwise."""
+    if amp == "none":
+        return None
+    if bf16_supported(device.type):
+        return torch.bfloat16
+    if amp == "bf16":
+        warnings.warn(f"train.amp=bf16: this {device.type.upper()} has no native bfloat16; training in fp32",
+                      stacklevel=2)
+    return None

@@ -1,0 +1,128 @@
+"""Where training runs and what it reports: device, processes, TensorBoard, feature statistics."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..io import SrpipeError
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SrpipeError("train.device is cuda but no CUDA device is available; use train.device=cpu or auto")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def loader_workers(workers: int | None, device: torch.device, world: int) -> int:
+    """DataLoader workers: as given, else none on the CPU (the step is the bottleneck there and
+    workers would take its cores) and up to 8 per process on a GPU."""
+    if workers is not None:
+        return workers
+    return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) // world - 1))
+
+
+class Distributed:
+    """Process-group set-up for ``torchrun`` (gloo on CPU, nccl on GPU); a no-op for one process."""
+
+    def __init__(self, device: torch.device):
+        self.device = device  # nccl reduces only CUDA tensors
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.enabled = self.world > 1
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: float) -> float:
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.item() / self.world
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class FeatureStats:
+    """Forward hooks on every conv layer that record the mean and std of its output when armed."""
+
+    def __init__(self, model: nn.Module):
+        self.stats: dict[str, tuple[float, float]] = {}
+        self.armed = False
+        self.handles = [
+            m.register_forward_hook(self._hook(name)) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)
+        ]
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            if self.armed:
+                out = output.detach().float()
+                self.stats[name] = (out.mean().item(), out.std().item())
+
+        return hook
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+class Board:
+    """TensorBoard scalars of the main process (``None`` writer elsewhere); a fresh run clears
+    old events, a resumed one drops those after the step it resumes from."""
+
+    def __init__(self, folder: Path, main: bool, start_step: int, model: nn.Module, stats_every: int):
+        self.writer = None
+        self.stats = None
+        self.every = stats_every
+        if not main:
+            return
+        if start_step == 0 and folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(folder), purge_step=start_step + 1)  # the first step it logs
+        if stats_every:
+            self.stats = FeatureStats(model)
+
+    def arm(self, step: int) -> None:
+        if self.stats is not None:
+            self.stats.armed = step % self.every == 0
+
+    def disarm(self) -> None:
+        if self.stats is not None:
+            self.stats.armed = False
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.writer is None:
+            return
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+        if self.stats is not None and self.stats.stats:
+            for name, (mean, std) in self.stats.stats.items():
+                self.writer.add_scalar(f"features_mean/{name}", mean, step)
+                self.writer.add_scalar(f"features_std/{name}", std, step)
+            self.stats.stats.clear()
+
+    def close(self) -> None:
+        if self.stats is not None:
+            self.stats.close()
+        if self.writer is not None:
+            self.writer.close()

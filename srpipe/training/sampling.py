@@ -1,0 +1,129 @@
+"""Training samples: random HR crops of the image store, drawn so that a run can stop anywhere.
+
+Every sample of a run has a number ``g``; sample ``g`` belongs to epoch ``g // rows + 1`` (``rows``
+samples per epoch) and is row ``g % rows`` of that epoch's *plan*: (image, flip, quarter turns,
+crop y, crop x), drawn from (seed, epoch) alone. Crop origins are uniform over every LR-aligned
+position of every image, so large images are sampled in proportion to their area. A run resumed
+at step ``t`` asks for samples from ``t``'s first one on and sees exactly the batches an
+uninterrupted run would have seen, with any number of loader workers or processes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..io import SrpipeError
+from ..patches import ImageStore
+
+
+def crop_positions(sizes: np.ndarray, crop: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """LR-grid crop origins per image along y and x for an HR crop of ``crop`` (0 where too small)."""
+    lr_crop = crop // scale
+    return (np.maximum(0, sizes[:, 0] // scale - lr_crop + 1).astype(np.int64),
+            np.maximum(0, sizes[:, 1] // scale - lr_crop + 1).astype(np.int64))
+
+
+def epoch_plan(ys: np.ndarray, xs: np.ndarray, rows: int, seed: int, epoch: int) -> np.ndarray:
+    """``rows`` x (image, flip, quarter turns, LR crop y, LR crop x), from (seed, epoch) alone."""
+    counts = ys * xs
+    ends = np.cumsum(counts)
+    gen = np.random.default_rng([seed, epoch])
+    picks = gen.integers(0, ends[-1], rows)
+    image = np.searchsorted(ends, picks, side="right")
+    cy, cx = np.divmod(picks - (ends[image] - counts[image]), xs[image])
+    flips, turns = gen.integers(0, 2, rows), gen.integers(0, 4, rows)
+    return np.stack([image, flips, turns, cy, cx], axis=1)
+
+
+def transform(img: np.ndarray, flip: int, turns: int) -> np.ndarray:
+    """Horizontal flip then ``turns`` quarter rotations of an HxWxC array (the 8 dihedral transforms)."""
+    if flip:
+        img = img[:, ::-1]
+    return np.rot90(img, turns, axes=(0, 1))
+
+
+def to_chw(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
+
+
+class CropDataset(Dataset):
+    """Sample ``g`` of a run as an augmented (LR, HR) pair of float tensors in [0, 1].
+
+    With ``degrade`` (on-the-fly degradation), the LR is made from the augmented HR crop by
+    ``degrade(hr, seed_key)`` instead of being cut from the stored LR image.
+    """
+
+    def __init__(self, store: ImageStore, crop: int, rows: int, seed: int,
+                 degrade: Callable[[np.ndarray, tuple[int, ...]], np.ndarray] | None = None):
+        self.store, self.crop, self.rows, self.seed, self.degrade = store, crop, rows, seed, degrade
+        self.scale = store.scale
+        self.ys, self.xs = crop_positions(store.sizes, crop, self.scale)
+        if not (self.ys * self.xs).any():
+            raise SrpipeError(f"no training image is at least {crop}x{crop} px (train.patch_size); "
+                              "use a smaller patch size or larger images")
+        self._plan: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return 2**62  # indexed by sample number; the sampler says which
+
+    def plan(self, epoch: int) -> np.ndarray:
+        if self._plan is None or self._plan[0] != epoch:
+            self._plan = (epoch, epoch_plan(self.ys, self.xs, self.rows, self.seed, epoch))
+        return self._plan[1]
+
+    def __getitem__(self, g: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, row = divmod(g, self.rows)
+        image, flip, turns, cy, cx = (int(v) for v in self.plan(epoch + 1)[row])
+        c, s = self.crop // self.scale, self.scale
+        hr = transform(self.store.hr(image)[cy * s : (cy + c) * s, cx * s : (cx + c) * s], flip, turns)
+        if self.degrade is not None:
+            lr = self.degrade(np.ascontiguousarray(hr), (self.seed, epoch + 1, row))
+        else:
+            lr = transform(self.store.lr(image)[cy : cy + c, cx : cx + c], flip, turns)
+        return to_chw(lr), to_chw(hr)
+
+
+def too_small(store: ImageStore, crop: int) -> list[str]:
+    """Names of the images that no crop of ``crop`` px fits in (they are never sampled)."""
+    ys, xs = crop_positions(store.sizes, crop, store.scale)
+    return [name for name, n in zip(store.names, ys * xs) if n == 0]
+
+
+def epoch_steps(store: ImageStore, crop: int, global_batch: int) -> int:
+    """Optimiser steps in one pass: as many crops as fit side by side in the images, per batch."""
+    tiles = int(((store.sizes[:, 0] // crop) * (store.sizes[:, 1] // crop)).sum())
+    return max(1, tiles // global_batch)
+
+
+class RunSampler(Sampler):
+    """Sample numbers of steps ``start`` .. ``end - 1`` for one process: each step is ``accum``
+    micro-batches of ``batch`` samples, of which process ``rank`` of ``world`` takes its slice."""
+
+    def __init__(self, start: int, end: int, batch: int, accum: int, rank: int = 0, world: int = 1):
+        self.start, self.end, self.batch, self.accum = start, end, batch, accum
+        self.per_rank = batch // world
+        self.offset = rank * self.per_rank
+
+    def __len__(self) -> int:
+        return (self.end - self.start) * self.accum * self.per_rank
+
+    def __iter__(self) -> Iterator[int]:
+        for micro in range(self.start * self.accum, self.end * self.accum):
+            first = micro * self.batch + self.offset
+            yield from range(first, first + self.per_rank)
+
+
+def make_loader(dataset: CropDataset, sampler: RunSampler, workers: int, cuda: bool) -> DataLoader:
+    """Micro-batches in sample order; on CUDA, pinned memory and workers that stay up."""
+    if dataset.store.names and too_small(dataset.store, dataset.crop):
+        skipped = too_small(dataset.store, dataset.crop)
+        warnings.warn(f"{len(skipped)} training image(s) smaller than the {dataset.crop}px crop are never "
+                      f"sampled: {', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", stacklevel=2)
+    return DataLoader(dataset, batch_size=sampler.per_rank, sampler=sampler, num_workers=workers,
+                      pin_memory=cuda, persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers > 0 else None)

@@ -1,0 +1,70 @@
+"""What a run is and where it stands: its fingerprint, and the state that ``last.pt`` carries.
+
+``last.pt`` holds the model, optimiser, scheduler and EMA, the step reached (mid-epoch too), the
+losses of the unfinished epoch, the history and the best score so far, and the fingerprint of
+everything that determines the weights. A restart with the same fingerprint continues from
+that step; any difference starts fresh and names the keys that changed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..config import ModelParams, TrainParams
+from ..models import load_checkpoint
+
+# train params that change how fast a run goes or how it reports, never its weights
+NOT_IN_FINGERPRINT = {"workers", "threads", "feature_stats_every", "device", "save_every"}
+
+
+def model_arch(model_cfg: ModelParams, scale: int) -> dict:
+    return {"name": model_cfg.name, "kwargs": {"scale": scale, **model_cfg.sizes()}}
+
+
+def run_fingerprint(arch: dict, cfg: TrainParams, seed: int, data: str, **extra) -> dict:
+    """Everything that determines the trained weights (not threads, loader workers or save rate)."""
+    train = cfg.model_dump(exclude=NOT_IN_FINGERPRINT)
+    return {"arch": arch, "train": train, "seed": seed, "data": data, **extra}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def fingerprint_changes(old: dict, new: dict) -> list[str]:
+    a, b = _flat(old), _flat(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+@dataclass
+class Progress:
+    """Where a run stands, beside its weights: saved in ``last.pt`` after every epoch and every
+    ``save_every`` steps."""
+
+    step: int = 0  # optimiser steps done
+    best_psnr: float = -math.inf
+    best_epoch: int = 0
+    history: list[dict] = field(default_factory=list)  # one row per finished epoch
+    epoch_losses: list[float] = field(default_factory=list)  # of the unfinished epoch
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resumable(last: Path, fingerprint: dict, total_steps: int) -> tuple[dict | None, str]:
+    """The state in ``last`` if the run can continue from it, and a line saying what happens."""
+    if not last.is_file():
+        return None, ""
+    state = load_checkpoint(last)
+    changes = fingerprint_changes(state.get("fingerprint", {}), fingerprint)
+    if changes:
+        return None, f"not resuming from {last}: it was trained with other params or data ({'; '.join(changes[:4])}); starting fresh"
+    step = state.get("progress", {}).get("step", 0)
+    if step >= total_steps:
+        return None, f"not resuming from {last}: that run had finished; starting fresh"
+    return state, f"resuming from {last} at step {step} of {total_steps}"

@@ -1,0 +1,99 @@
+"""The image store of extract-patches: no multiplication of the data, flat memory, the same bytes
+with any number of workers, and crops read straight from it."""
+
+import hashlib
+import json
+import pickle
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from srpipe.data import prepare, source_files
+from srpipe.datasets import dataset_files
+from srpipe.io import read_image
+from srpipe.patches import ImageStore, extract
+
+
+def photo_folder(folder, n, size=(480, 640)):
+    """``n`` distinct real-photo images: crops of scikit-image's photos, scaled up where needed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = [read_image(p) for p in dataset_files("sample")]
+    h, w = size
+    for i in range(n):
+        img = photos[i % len(photos)]
+        factor = max(h / img.shape[0], w / img.shape[1]) * (1 + 0.1 * (i // len(photos)))
+        big = cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
+        y, x = (i * 7) % (big.shape[0] - h + 1), (i * 13) % (big.shape[1] - w + 1)
+        cv2.imwrite(str(folder / f"photo{i:03d}.png"), cv2.cvtColor(big[y : y + h, x : x + w], cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def prepared(root, n, workers=2):
+    prepare(source_files(str(photo_folder(root / "raw", n))), root / "train", 2, workers=workers)
+    return root / "train"
+
+
+def digests(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_store_is_the_decoded_bytes_and_reads_back(tmp_path):
+    train = prepared(tmp_path, 3)
+    index = extract(train, tmp_path / "store", 2, workers=2)
+    decoded = sum(read_image(p).nbytes for p in (train / "hr").iterdir()) + \
+        sum(read_image(p).nbytes for p in (train / "lr_x2").iterdir())
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "store").iterdir())
+    assert decoded <= on_disk <= 1.3 * decoded and on_disk - decoded < 2000  # raw pixels plus a small index
+    store = pickle.loads(pickle.dumps(ImageStore(tmp_path / "store")))  # as DataLoader workers get it
+    assert len(store) == 3 and store.scale == 2 and list(index["image"]) == store.names
+    for i, name in enumerate(store.names):
+        np.testing.assert_array_equal(store.hr(i), read_image(train / "hr" / name))
+        np.testing.assert_array_equal(store.lr(i), read_image(train / "lr_x2" / name))
+        pixels = store.hr(i).tobytes() + store.lr(i).tobytes()
+        assert index["sha256"][i] == hashlib.sha256(pixels).hexdigest()
+
+
+def test_outputs_are_byte_identical_with_one_and_two_workers(tmp_path):
+    raw = photo_folder(tmp_path / "raw", 6, size=(96, 128))
+    for workers in (1, 2):
+        prepare(source_files(str(raw)), tmp_path / f"train{workers}", 2, workers=workers)
+        extract(tmp_path / f"train{workers}", tmp_path / f"store{workers}", 2, workers=workers)
+    assert digests(tmp_path / "train1") == digests(tmp_path / "train2")
+    assert len(digests(tmp_path / "train1")) == 13  # 6 HR, 6 LR, the manifest
+    assert digests(tmp_path / "store1") == digests(tmp_path / "store2")
+
+
+PEAK = """
+import json, resource, sys
+from srpipe.cli import app
+try:
+    app(sys.argv[1:], prog_name="srpipe")
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(json.dumps({"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
+
+
+def peak_rss_kb(train, out, workers):
+    """Peak RSS of `srpipe extract-patches` in a fresh process (and of its largest worker)."""
+    proc = subprocess.run([sys.executable, "-c", PEAK, "extract-patches", "--prepared", str(train), "--out",
+                           str(out), "--set", f"data.workers={workers}"], capture_output=True, text=True,
+                          cwd=out.parent)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path, workers):
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    few, many = prepared(tmp_path / "few", 8), prepared(tmp_path / "many", 32)
+    a, b = peak_rss_kb(few, tmp_path / "few_store", workers), peak_rss_kb(many, tmp_path / "many_store", workers)
+    per_image_kb = (480 * 640 * 3 + 240 * 320 * 3) / 1024  # 1.15 MB decoded: holding 24 more would add 27 MB
+    assert b["self"] - a["self"] < 8 * per_image_kb, (a, b)
+    if workers > 1:
+        assert b["children"] - a["children"] < 8 * per_image_kb, (a, b)
