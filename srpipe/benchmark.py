@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .hardware import bf16_supported
 from .progress import progress
 from .upscalers import ONNX_INPUT, ONNX_OUTPUT, ort_session
 
@@ -47,14 +48,6 @@ def matmul_gflops(n: int = 2048, repeats: int = 10, threads: int | None = None) 
     finally:
         torch.set_num_threads(previous)
     return 2 * n**3 / statistics.median(times) / 1e9
-
-
-def bf16_supported() -> bool:
-    """Whether this CPU has native bfloat16 (oneDNN's check: AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def engines(checkpoint: Path, onnx_files: dict[str, Path]) -> dict[str, dict]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .io import IMAGE_SUFFIXES, SrpipeError, list_images, read_image, write_image
 from .progress import progress
-from .upscalers import Upscaler
+
+if TYPE_CHECKING:  # the CLI imports this module for FORMATS; torch loads only when a model does
+    from .upscalers import Upscaler
 
 FORMATS = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp")
 
