@@ -42,7 +42,7 @@ import yaml
 from srpipe.data import lr_dirname, make_pairs, prepare
 from srpipe.evaluate import evaluate, summarize
 from srpipe.io import list_images
-from srpipe.models.convert import import_basicsr
+from srpipe.models.convert import DIV2K_RGB_MEAN, import_basicsr
 from srpipe.upscalers import load_upscaler
 
 SCALE = 2
@@ -112,7 +112,7 @@ def options(args: argparse.Namespace, name: str, hr_dir: Path, lr_dir: Path, ite
         }},
         "network_g": {"type": "EDSR", "num_in_ch": 3, "num_out_ch": 3, "num_feat": args.num_feat,
                       "num_block": args.num_block, "upscale": SCALE, "res_scale": args.res_scale,
-                      "img_range": 255.0, "rgb_mean": [0.4488, 0.4371, 0.4040]},
+                      "img_range": 255.0, "rgb_mean": list(DIV2K_RGB_MEAN)},
         "path": {"pretrain_network_g": None, "strict_load_g": True, "resume_state": None},
         "train": {
             "ema_decay": 0,

@@ -359,8 +359,8 @@ def import_weights(
     scale: Annotated[Optional[int], typer.Option(help="expected scale; checked against the upsampler (default: the upsampler's).")] = None,
     param_key: Annotated[Optional[ParamKey], typer.Option(help="which weights to take (default: params_ema when present, else params).")] = None,
     res_scale: Annotated[float, typer.Option(help="residual scaling, not stored in the weights (BasicSR's EDSR-L options use 0.1).")] = 1.0,
-    rgb_mean: Annotated[tuple[float, float, float], typer.Option(help="the model's input mean (BasicSR default: DIV2K's).")] = (0.4488, 0.4371, 0.4040),
-    img_range: Annotated[float, typer.Option(help="the model's pixel range (BasicSR default).")] = 255.0,
+    rgb_mean: Annotated[Optional[tuple[float, float, float]], typer.Option(help="the model's input mean R G B (default: BasicSR's, DIV2K's mean).")] = None,
+    img_range: Annotated[Optional[float], typer.Option(help="the model's pixel range (default: BasicSR's, 255).")] = None,
 ) -> None:
     """Turn a BasicSR EDSR or RCAN checkpoint into an srpipe checkpoint.
 
@@ -369,8 +369,8 @@ def import_weights(
     """
     from .models.convert import import_basicsr
 
-    info = import_basicsr(file, out, arch.value, param_key and param_key.value, scale=scale, res_scale=res_scale,
-                          rgb_mean=rgb_mean, img_range=img_range)
+    shift = {k: v for k, v in (("rgb_mean", rgb_mean), ("img_range", img_range)) if v is not None}
+    info = import_basicsr(file, out, arch.value, param_key and param_key.value, scale=scale, res_scale=res_scale, **shift)
     kw = info["arch"]["kwargs"]
     sizes = ", ".join(f"{k} {kw[k]}" for k in ("n_resgroups", "n_resblocks", "n_feats", "reduction") if k in kw)
     typer.echo(f"{file} ['{info['param_key']}'] -> {out}: {arch.value} x{kw['scale']}, {sizes}, "

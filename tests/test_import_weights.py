@@ -110,6 +110,7 @@ def files(tmp_path):
     ("edsr.pth", ["--arch", "rcan"], "not a BasicSR RCAN checkpoint: no tensor 'body.0.residual_group.0.rcab.3."),
     ("edsr.pth", ["--scale", "4"], "the checkpoint's upsampler is x2, not x4"),
     ("edsr.pth", ["--param-key", "params_ema"], "has no 'params_ema'; it has: params"),
+    ("edsr.pth", ["--out", "/proc/no/such/dir/out.pt"], "cannot write checkpoint /proc/no/such/dir/out.pt: "),
 ])
 def test_what_is_not_an_importable_checkpoint_is_one_line(files, name, args, message):
     code, out = run("import-weights", files / name, "--from", "basicsr", "--out", files / "out.pt",
