@@ -27,8 +27,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e .
 	touch $@
 
+# basicsr (BasicSR, for the import parity tests and benchmarks/basicsr_peer.py) is an sdist whose
+# requirements add opencv-python and tb-nightly, which install the same cv2 and tensorboard
+# modules as srpipe's opencv-python-headless and tensorboard: --no-deps (srpipe's dependencies
+# cover everything it imports). --no-build-isolation: its setup.py asks for torch to build, which
+# an isolated build would install a second time.
+BASICSR_SPEC ?= basicsr==1.4.2
+
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install --no-deps --no-build-isolation "$(BASICSR_SPEC)"
 	touch $@
 
 demo: install

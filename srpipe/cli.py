@@ -345,6 +345,50 @@ def upscale(
         fail(f"{len(failed)} of {len(written) + len(failed)} image(s) failed", 1)
 
 
+class Framework(str, Enum):
+    basicsr = "basicsr"
+
+
+class Arch(str, Enum):
+    edsr = "edsr"
+    rcan = "rcan"
+
+
+class ParamKey(str, Enum):
+    params = "params"
+    params_ema = "params_ema"
+
+
+@app.command("import-weights")
+@stage
+def import_weights(
+    file: Annotated[Path, typer.Argument(help="BasicSR checkpoint (.pth) holding 'params' and/or 'params_ema'.", show_default=False)],
+    framework: Annotated[Framework, typer.Option("--from", help="where the weights come from.")],
+    arch: Annotated[Arch, typer.Option(help="the checkpoint's architecture.")],
+    out: Annotated[Path, typer.Option(help="srpipe checkpoint to write.")],
+    scale: Annotated[Optional[int], typer.Option(help="expected scale; checked against the upsampler (default: the upsampler's).")] = None,
+    param_key: Annotated[Optional[ParamKey], typer.Option(help="which weights to take (default: params_ema when present, else params).")] = None,
+    res_scale: Annotated[float, typer.Option(help="residual scaling, not stored in the weights (BasicSR's EDSR-L options use 0.1).")] = 1.0,
+    rgb_mean: Annotated[Optional[tuple[float, float, float]], typer.Option(help="the model's input mean R G B (default: BasicSR's, DIV2K's mean).")] = None,
+    img_range: Annotated[Optional[float], typer.Option(help="the model's pixel range (default: BasicSR's, 255).")] = None,
+) -> None:
+    """Turn a BasicSR EDSR or RCAN checkpoint into an srpipe checkpoint.
+
+    The result (global_skip none, BasicSR's mean shift as rgb_mean/img_range) computes what
+    BasicSR's network does; evaluate, export-onnx, benchmark, upscale and train.init_from take it.
+    """
+    from .models.convert import import_basicsr
+
+    shift = {k: v for k, v in (("rgb_mean", rgb_mean), ("img_range", img_range)) if v is not None}
+    info = import_basicsr(file, out, arch.value, param_key and param_key.value, scale=scale, res_scale=res_scale, **shift)
+    kw = info["arch"]["kwargs"]
+    sizes = ", ".join(f"{k} {kw[k]}" for k in ("n_resgroups", "n_resblocks", "n_feats", "reduction") if k in kw)
+    typer.echo(f"{file} ['{info['param_key']}'] -> {out}: {arch.value} x{kw['scale']}, {sizes}, "
+               f"{info['parameters']:,} parameters")
+    if arch == Arch.edsr and kw["n_feats"] >= 256 and res_scale == 1.0:
+        typer.echo("note: BasicSR trains EDSR-L (256 features) with res_scale 0.1; if so, import with --res-scale 0.1")
+
+
 data_app = typer.Typer(help="Datasets: list them, fetch the standard ones.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

@@ -92,6 +92,10 @@ class ModelParams(_Section):
     attention: bool = Field(False, description="edsr: RCAN channel attention in every block (rcan always has it)")
     reduction: int = Field(16, ge=1)
     global_skip: Literal["bicubic", "none"] = "bicubic"
+    rgb_mean: Optional[tuple[float, float, float]] = Field(
+        None, description="input mean shift (BasicSR/EDSR MeanShift); null: none"
+    )
+    img_range: float = Field(1.0, gt=0, description="the network sees (x - rgb_mean) * img_range; BasicSR: 255")
 
     @model_validator(mode="after")
     def _known_preset(self) -> "ModelParams":

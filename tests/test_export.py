@@ -24,10 +24,10 @@ def pairs():
     return out
 
 
-def quickly_trained(pairs, steps=150):
-    """A small EDSR fitted for a few seconds on random crops, so its residual is realistic."""
+def quickly_trained(pairs, steps=150, model=None):
+    """``model`` (default: a small x2 EDSR) fitted for a few seconds on random crops, so its residual is realistic."""
     torch.manual_seed(0)
-    model = build_model("edsr", scale=2, n_resblocks=2, n_feats=16)
+    model = model or build_model("edsr", scale=2, n_resblocks=2, n_feats=16)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
     to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255  # noqa: E731

@@ -43,8 +43,11 @@ def macs_per_output_pixel(model: nn.Module, lr_size: tuple[int, int] = (32, 32))
 
 def save_checkpoint(path: str | Path, model: nn.Module, arch: dict[str, Any], **extra: Any) -> None:
     """Atomically write ``{'arch': {'name', 'kwargs'}, 'state_dict', ...extra}``."""
-    with atomic_path(path) as tmp:
-        torch.save({"arch": arch, "state_dict": model.state_dict(), **extra}, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"arch": arch, "state_dict": model.state_dict(), **extra}, tmp)
+    except OSError as exc:
+        raise SrpipeError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

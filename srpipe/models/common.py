@@ -63,21 +63,46 @@ class SRNet(nn.Module):
     """The shape every residual SR network here shares: ``head`` (conv to features) -> ``body``
     (with a long feature-space skip) -> ``tail`` (upsampler, conv back to colours), all in LR
     space until the tail. With ``global_skip='bicubic'`` the bicubic-upscaled input is added to
-    the output, so the network learns only the high-frequency residual."""
+    the output, so the network learns only the high-frequency residual.
 
-    def __init__(self, scale: int, n_feats: int, body: nn.Module, global_skip: str = "bicubic", n_colors: int = 3):
+    ``rgb_mean`` and ``img_range`` give the input and output mean shift of EDSR and BasicSR:
+    the network sees ``(x - rgb_mean) * img_range`` and its output is mapped back by
+    ``/ img_range + rgb_mean`` (before any bicubic skip). The default (no mean, range 1) adds no
+    operation at all. The input shift cannot be folded into the first convolution exactly: the
+    convolution zero-pads the shifted image, i.e. pads ``x`` with the mean, so it is an
+    operation of its own (kept as a non-persistent buffer: its value lives in the architecture
+    kwargs, not in the state dict)."""
+
+    def __init__(
+        self,
+        scale: int,
+        n_feats: int,
+        body: nn.Module,
+        global_skip: str = "bicubic",
+        n_colors: int = 3,
+        rgb_mean: tuple[float, ...] | None = None,
+        img_range: float = 1.0,
+    ):
         super().__init__()
         if global_skip not in ("bicubic", "none"):
             raise ValueError(f"global_skip must be 'bicubic' or 'none', got {global_skip!r}")
+        if rgb_mean is not None and len(rgb_mean) != n_colors:
+            raise ValueError(f"rgb_mean needs {n_colors} values, got {len(rgb_mean)}")
         self.scale = scale
         self.global_skip = global_skip
+        self.shifted = rgb_mean is not None or img_range != 1.0
+        self.img_range = float(img_range)
+        self.register_buffer("rgb_mean", torch.tensor(rgb_mean or [0.0] * n_colors).view(1, -1, 1, 1), persistent=False)
         self.head = default_conv(n_colors, n_feats)
         self.body = body
         self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.head(x)
+        inp = (x - self.rgb_mean) * self.img_range if self.shifted else x
+        feats = self.head(inp)
         out = self.tail(self.body(feats) + feats)
+        if self.shifted:
+            out = out / self.img_range + self.rgb_mean
         if self.global_skip == "bicubic":
             out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return out

@@ -20,9 +20,11 @@ class EDSR(SRNet):
         attention: bool = False,
         reduction: int = 16,
         global_skip: str = "bicubic",
+        rgb_mean: tuple[float, ...] | None = None,
+        img_range: float = 1.0,
     ):
         body = nn.Sequential(
             *[ResBlock(n_feats, res_scale, attention, reduction) for _ in range(n_resblocks)],
             default_conv(n_feats, n_feats),
         )
-        super().__init__(scale, n_feats, body, global_skip)
+        super().__init__(scale, n_feats, body, global_skip, rgb_mean=rgb_mean, img_range=img_range)

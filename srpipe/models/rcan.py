@@ -32,9 +32,11 @@ class RCAN(SRNet):
         reduction: int = 16,
         res_scale: float = 1.0,
         global_skip: str = "bicubic",
+        rgb_mean: tuple[float, ...] | None = None,
+        img_range: float = 1.0,
     ):
         body = nn.Sequential(
             *[ResidualGroup(n_feats, n_resblocks, reduction, res_scale) for _ in range(n_resgroups)],
             default_conv(n_feats, n_feats),
         )
-        super().__init__(scale, n_feats, body, global_skip)
+        super().__init__(scale, n_feats, body, global_skip, rgb_mean=rgb_mean, img_range=img_range)
