@@ -39,7 +39,8 @@ from pathlib import Path
 
 import yaml
 
-from srpipe.data import lr_dirname, make_pairs, prepare
+from srpipe.data import lr_dirname, make_pairs, prepare, source_files
+from srpipe.parallel import resolve_workers
 from srpipe.evaluate import evaluate, summarize
 from srpipe.io import list_images
 from srpipe.models.convert import DIV2K_RGB_MEAN, import_basicsr
@@ -93,7 +94,7 @@ def prepare_pairs(sources: list[str], work: Path) -> tuple[Path, Path, int]:
         name = f"{i}-{Path(source).name}"
         out = work / "prepared" / name
         if not (out / "manifest.csv").is_file():
-            prepare(source, out, SCALE)
+            prepare(source_files(source), out, SCALE, workers=resolve_workers(None))
         for hr in list_images(out / "hr"):
             os.link(hr, hr_dir / f"{name}_{hr.name}")
             os.link(out / lr_dirname(SCALE) / hr.name, lr_dir / f"{name}_{hr.name}")

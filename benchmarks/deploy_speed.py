@@ -25,7 +25,7 @@ from srpipe.export import calibration_patches, export_onnx, onnx_path, quantize_
 from srpipe.imresize import crop_to_multiple, imresize
 from srpipe.io import read_image
 from srpipe.models import build_model, macs_per_output_pixel, save_checkpoint
-from srpipe.train import model_arch
+from srpipe.training import model_arch
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from srpipe.evaluate import evaluate, summarize
 from srpipe.export import export_precisions
 from srpipe.io import read_image, write_image
 from srpipe.models import load_model
-from srpipe.train import model_arch
+from srpipe.training import model_arch
 from srpipe.upscalers import to_tensor, to_uint8, torch_upscaler
 
 from .conftest import DATA, need

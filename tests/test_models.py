@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from srpipe.config import ModelParams
 from srpipe.models import build_model, count_parameters, load_model, macs_per_output_pixel, save_checkpoint
 from srpipe.models.common import CALayer
-from srpipe.train import model_arch
+from srpipe.training import model_arch
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])
