@@ -122,6 +122,7 @@ class TrainParams(_Section):
     steps_per_epoch: Optional[int] = Field(None, ge=1, description="null: as many crops as fit side by side in the images")
     patch_size: Optional[int] = Field(None, ge=4, description="HR crop side; null: 48 * scale (EDSR's LR patch of 48)")
     save_every: int = Field(500, ge=0, description="steps between saves of last.pt inside an epoch; 0: epoch ends only")
+    snapshot_every: int = Field(0, ge=0, description="keep the weights of every Nth epoch in snapshots/; 0: off")
     val_images: Optional[int] = Field(None, ge=1, description="validate on the first N images; null: all")
     val_tile: Optional[int] = Field(512, ge=16, description="LR tile side for validation; null: whole images")
     loss: Literal["l1", "l2", "charbonnier"] = "l1"

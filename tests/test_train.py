@@ -145,7 +145,7 @@ def test_ema_weights_are_what_best_pt_holds(tmp_path, data):
 
 def test_summary_tensorboard_and_warning(tmp_path, data):
     with pytest.warns(UserWarning, match="train.lr=0.001 is above 0.0005"):
-        summary = run(data, tmp_path, epochs=2, lr=1e-3, amp="bf16", loss="charbonnier")
+        summary = run(data, tmp_path, epochs=2, lr=1e-3, amp="bf16", loss="charbonnier", snapshot_every=1)
     # 3x3 convs with biases: head 3->8, residual block 2x 8->8, body 8->8, upsampler 8->32, tail 8->3
     assert summary["params"] == 224 + 2 * 584 + 584 + 2336 + 219 and summary["steps"] == 12
     # per output pixel: the LR-space convs count once per 2x2 output pixels, the tail once
@@ -158,6 +158,11 @@ def test_summary_tensorboard_and_warning(tmp_path, data):
     assert "features_std/body.0.body.2" in tags and "features_mean/tail.1" in tags
     assert len(events.Scalars("train/loss")) == 12 and len(events.Scalars("val/psnr")) == 2
     assert [e.step for e in events.Scalars("features_mean/head")] == [1, 3, 5, 7, 9, 11]
+    snapshots = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    assert snapshots == ["epoch_0001.pt", "epoch_0002.pt"]
+    final = torch.load(tmp_path / "snapshots" / "epoch_0002.pt", weights_only=False)
+    assert final["step"] == 12 and all(torch.equal(v, weights(tmp_path / "last.pt")[k])
+                                       for k, v in final["state_dict"].items())
     log = np.genfromtxt(tmp_path / "log.csv", delimiter=",", names=True)
     assert list(log["epoch"]) == [1, 2] and np.isfinite(log["loss"]).all()
 

@@ -230,10 +230,13 @@ class Trainer:
             p.epoch_losses = []
             self.board.scalars(p.step, {"val/psnr": val["psnr"], "val/ssim": val["ssim"]})
             tqdm.write(f"epoch {epoch}: loss {row['loss']:.4f}  val PSNR {val['psnr']:.3f} dB  SSIM {val['ssim']:.4f}")
+            scored = self.ema.module if self.ema is not None else self.model
             if val["psnr"] > p.best_psnr:
                 p.best_psnr, p.best_epoch = val["psnr"], epoch
-                scored = self.ema.module if self.ema is not None else self.model
                 save_checkpoint(self.out_dir / "best.pt", scored, self.arch, epoch=epoch, val_psnr=val["psnr"])
+            if self.cfg.snapshot_every and epoch % self.cfg.snapshot_every == 0:
+                save_checkpoint(self.out_dir / "snapshots" / f"epoch_{epoch:04d}.pt", scored, self.arch,
+                                epoch=epoch, step=p.step, val_psnr=val["psnr"])
             self.save_last()
             with atomic_path(self.log_csv) as tmp:
                 pd.DataFrame(p.history).to_csv(tmp, index=False)

@@ -16,7 +16,7 @@ from ..config import ModelParams, TrainParams
 from ..models import load_checkpoint
 
 # train params that change how fast a run goes or how it reports, never its weights
-NOT_IN_FINGERPRINT = {"workers", "threads", "feature_stats_every", "device", "save_every"}
+NOT_IN_FINGERPRINT = {"workers", "threads", "feature_stats_every", "device", "save_every", "snapshot_every"}
 
 
 def model_arch(model_cfg: ModelParams, scale: int) -> dict:
