@@ -37,24 +37,15 @@ def _ordered_range(v: tuple, low: float, high: float, what: str) -> tuple:
     return v
 
 
-class DegradationParams(_Section):
-    kind: Literal["bicubic", "realistic"] = Field("bicubic", description="bicubic: the paper protocol")
-    order: list[Literal["blur", "resize", "noise", "jpeg"]] = Field(
-        default_factory=lambda: ["blur", "resize", "noise", "jpeg"]
-    )
+class _PassParams(_Section):
+    """One pass of the realistic chain: each step's probability and the range its parameter is drawn from."""
+
     blur_prob: float = Field(1.0, ge=0, le=1)
-    blur_sigma: tuple[float, float] = (0.8, 1.2)
+    blur_sigma: tuple[float, float] = Field((0.8, 1.2), description="Gaussian blur sigma (HR pixels)")
     noise_prob: float = Field(1.0, ge=0, le=1)
-    noise_sigma: tuple[float, float] = (0.0, 10.0)
+    noise_sigma: tuple[float, float] = Field((0.0, 10.0), description="Gaussian noise sigma (8-bit levels)")
     jpeg_prob: float = Field(1.0, ge=0, le=1)
     jpeg_quality: tuple[int, int] = (85, 85)
-
-    @field_validator("order")
-    @classmethod
-    def _order_once_each(cls, v: list[str]) -> list[str]:
-        if v.count("resize") != 1 or len(set(v)) != len(v):
-            raise ValueError("each of blur, resize, noise, jpeg at most once, and resize exactly once")
-        return v
 
     @field_validator("blur_sigma")
     @classmethod
@@ -70,6 +61,47 @@ class DegradationParams(_Section):
     @classmethod
     def _jpeg_range(cls, v):
         return _ordered_range(v, 1, 100, "jpeg_quality")
+
+
+class SecondPassParams(_PassParams):
+    """The second pass of ``passes: 2`` (Real-ESRGAN's second-order degradation), its own ranges."""
+
+    blur_prob: float = Field(0.8, ge=0, le=1)
+    blur_sigma: tuple[float, float] = (0.2, 1.5)
+    noise_sigma: tuple[float, float] = (1.0, 25.0)
+    jpeg_quality: tuple[int, int] = (30, 95)
+
+
+class DegradationParams(_PassParams):
+    kind: Literal["bicubic", "realistic"] = Field("bicubic", description="bicubic: the paper protocol")
+    order: list[Literal["blur", "resize", "noise", "jpeg"]] = Field(
+        default_factory=lambda: ["blur", "resize", "noise", "jpeg"]
+    )
+    on_the_fly: bool = Field(False, description="realistic: degrade every training crop anew while training")
+    passes: Literal[1, 2] = Field(1, description="2: the chain twice (Real-ESRGAN's second order)")
+    resize_range: tuple[float, float] = Field((0.5, 1.5), description="passes 2: first pass's random resize factor")
+    resize_modes: list[Literal["area", "bilinear", "bicubic"]] = Field(
+        default_factory=lambda: ["area", "bilinear", "bicubic"], min_length=1,
+        description="passes 2: resize modes drawn from")
+    second: SecondPassParams = Field(default_factory=SecondPassParams)
+
+    @field_validator("resize_range")
+    @classmethod
+    def _resize_range(cls, v):
+        return _ordered_range(v, 0.05, 4, "resize_range")
+
+    @model_validator(mode="after")
+    def _on_the_fly_is_realistic(self) -> "DegradationParams":
+        if self.on_the_fly and self.kind != "realistic":
+            raise ValueError("degradation.on_the_fly needs degradation.kind: realistic (bicubic LR is stored already)")
+        return self
+
+    @field_validator("order")
+    @classmethod
+    def _order_once_each(cls, v: list[str]) -> list[str]:
+        if v.count("resize") != 1 or len(set(v)) != len(v):
+            raise ValueError("each of blur, resize, noise, jpeg at most once, and resize exactly once")
+        return v
 
 
 # Named model sizes from the papers; `preset: custom` uses the sizes given in the section.
@@ -123,6 +155,7 @@ class TrainParams(_Section):
     patch_size: Optional[int] = Field(None, ge=4, description="HR crop side; null: 48 * scale (EDSR's LR patch of 48)")
     save_every: int = Field(500, ge=0, description="steps between saves of last.pt inside an epoch; 0: epoch ends only")
     snapshot_every: int = Field(0, ge=0, description="keep the weights of every Nth epoch in snapshots/; 0: off")
+    init_from: Optional[str] = Field(None, description="start from this checkpoint's tensors whose name and shape match")
     val_images: Optional[int] = Field(None, ge=1, description="validate on the first N images; null: all")
     val_tile: Optional[int] = Field(512, ge=16, description="LR tile side for validation; null: whole images")
     loss: Literal["l1", "l2", "charbonnier"] = "l1"

@@ -16,7 +16,7 @@ import pandas as pd
 
 from .config import DegradationParams
 from .datasets import dataset_files
-from .degradations import Draw, degrade
+from .degradations import Draw, degrade, manifest_row
 from .imresize import crop_to_multiple
 from .io import SrpipeError, atomic_path, list_images, read_image, write_image
 from .parallel import ordered_map
@@ -31,8 +31,8 @@ def lr_dirname(scale: int) -> str:
 
 def degraded_pair(
     path: Path, scale: int, degradation: DegradationParams | None, seed: int
-) -> tuple[str, np.ndarray, np.ndarray, Draw]:
-    """(PNG name, HR cropped to a multiple of ``scale``, its LR version, the draws) for one image."""
+) -> tuple[str, np.ndarray, np.ndarray, tuple[Draw, ...]]:
+    """(PNG name, HR cropped to a multiple of ``scale``, its LR version, the draws per pass) for one image."""
     hr = crop_to_multiple(read_image(path), scale)
     if min(hr.shape[:2]) < scale:
         raise SrpipeError(f"image smaller than the scale factor: {path}")
@@ -59,7 +59,7 @@ def _prepare_one(path: Path, out: Path, scale: int, degradation: DegradationPara
     write_image(out / lr_dirname(scale) / name, lr)
     kind = degradation.kind if degradation else "bicubic"
     return {"image": name, "source": str(path), "height": hr.shape[0], "width": hr.shape[1], "kind": kind,
-            **drawn.as_row()}
+            **manifest_row(drawn)}
 
 
 def prepare(

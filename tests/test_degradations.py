@@ -30,7 +30,7 @@ def psnr_rgb(a, b):
 
 
 def test_bicubic_kind_is_the_protocol(hr):
-    lr, d = degrade(hr, 4, DegradationParams())
+    lr, (d,) = degrade(hr, 4, DegradationParams())
     np.testing.assert_array_equal(lr, imresize(hr, 1 / 4))
     assert d.blur_sigma is None and d.noise_sigma is None and d.jpeg_quality is None
 
@@ -71,7 +71,7 @@ def test_blur_removes_high_frequencies_more_with_larger_sigma(hr):
 
 def test_noise_has_the_drawn_sigma(hr):
     clean = degrade(hr, 2, realistic())[0].astype(float)
-    noisy, d = degrade(hr, 2, realistic(noise_prob=1.0, noise_sigma=(8.0, 8.0)), seed=0, name="b")
+    noisy, (d,) = degrade(hr, 2, realistic(noise_prob=1.0, noise_sigma=(8.0, 8.0)), seed=0, name="b")
     residual = noisy.astype(float) - clean
     assert d.noise_sigma == 8.0
     assert abs(residual.mean()) < 0.2
@@ -109,11 +109,11 @@ def test_bad_degradation_params(bad, message):
 def test_prepare_writes_a_manifest_of_the_draws(tmp_path):
     import pandas as pd
 
-    from srpipe.data import prepare
+    from srpipe.data import prepare, source_files
 
     cfg = DegradationParams(kind="realistic", jpeg_quality=(40, 90))
-    first = prepare("sample-valid", tmp_path / "a", 2, cfg, seed=5)
-    again = prepare("sample-valid", tmp_path / "b", 2, cfg, seed=5)
+    first = prepare(source_files("sample-valid"), tmp_path / "a", 2, cfg, seed=5)
+    again = prepare(source_files("sample-valid"), tmp_path / "b", 2, cfg, seed=5)
     manifest = pd.read_csv(tmp_path / "a" / "manifest.csv")
     assert list(manifest["image"]) == ["astronaut.png", "coffee.png"]
     assert {"blur_sigma", "noise_sigma", "jpeg_quality", "kind", "source"} <= set(manifest.columns)
@@ -121,3 +121,52 @@ def test_prepare_writes_a_manifest_of_the_draws(tmp_path):
     assert manifest.equals(pd.read_csv(tmp_path / "b" / "manifest.csv")) and first.equals(again)
     for name in manifest["image"]:
         assert (tmp_path / "a/lr_x2" / name).read_bytes() == (tmp_path / "b/lr_x2" / name).read_bytes()
+
+
+def test_second_order_draws_both_passes_within_their_ranges(hr):
+    cfg = DegradationParams(kind="realistic", passes=2, resize_range=(0.5, 1.5), resize_modes=["area", "bicubic"],
+                            second={"noise_sigma": (3.0, 4.0), "jpeg_quality": (40, 50), "blur_prob": 0.5})
+    seen = []
+    for i in range(30):
+        lr, (first, second) = degrade(hr, 2, cfg, seed=0, name=str(i))
+        assert lr.shape == (120, 120, 3) and lr.dtype == np.uint8
+        assert 0.5 <= first.resize_factor <= 1.5 and first.resize_mode in ("area", "bicubic")
+        assert second.resize_factor is None and second.resize_mode in ("area", "bicubic")
+        assert 3.0 <= second.noise_sigma <= 4.0 and 40 <= second.jpeg_quality <= 50 and first.jpeg_quality == 85
+        seen.append(second.blur_sigma is None)
+    assert 5 < sum(seen) < 25  # the second pass's own blur probability
+    again = degrade(hr, 2, cfg, seed=0, name="0")
+    assert again[0].tobytes() == degrade(hr, 2, cfg, seed=0, name="0")[0].tobytes()
+    # two passes of noise and JPEG lose more than one
+    one = degrade(hr, 2, DegradationParams(kind="realistic"), seed=0, name="0")[0]
+    clean = imresize(hr, 0.5)
+    assert psnr_rgb(again[0], clean) < psnr_rgb(one, clean)
+
+
+def test_manifest_of_a_second_order_chain_names_each_pass(tmp_path):
+    import pandas as pd
+
+    from srpipe.data import prepare, source_files
+
+    prepare(source_files("sample-valid"), tmp_path / "a", 2, DegradationParams(kind="realistic", passes=2))
+    manifest = pd.read_csv(tmp_path / "a" / "manifest.csv")
+    for column in ("blur_sigma", "resize_factor", "resize_mode", "noise_sigma_2", "jpeg_quality_2", "resize_mode_2"):
+        assert column in manifest.columns, manifest.columns
+    assert manifest["resize_factor_2"].isna().all() and manifest["resize_factor"].between(0.5, 1.5).all()
+
+
+def test_crop_degrader_draws_from_its_key_alone(hr):
+    from srpipe.degradations import CropDegrader
+
+    cfg = DegradationParams(kind="realistic", on_the_fly=True, noise_sigma=(2, 10), jpeg_quality=(40, 95))
+    degrader = CropDegrader(cfg, 2)
+    crop = np.ascontiguousarray(hr[:96, :96])
+    a, b, c = degrader(crop, (0, 1, 5)), degrader(crop, (0, 1, 5)), degrader(crop, (0, 1, 6))
+    assert a.shape == (48, 48, 3) and np.array_equal(a, b) and not np.array_equal(a, c)
+    plain = CropDegrader(realistic(on_the_fly=True), 2)  # every step skipped: the protocol's bicubic
+    np.testing.assert_array_equal(plain(crop, (0, 1, 5)), imresize(crop, 0.5))
+
+
+def test_on_the_fly_needs_the_realistic_kind():
+    with pytest.raises(ValueError, match="on_the_fly needs degradation.kind: realistic"):
+        DegradationParams(on_the_fly=True)

@@ -33,10 +33,10 @@ def data(tmp_path_factory):
     return root
 
 
-def run(data, out, **train_kw):
+def run(data, out, degradation=None, **train_kw):
     cfg = TrainParams(**{**TINY_TRAIN, **train_kw})
     return train(data / "patches", data / "prepared" / "valid", out, out / "log.csv", 2, 0,
-                 ModelParams(**TINY_MODEL), cfg, crop_border=2)
+                 ModelParams(**TINY_MODEL), cfg, crop_border=2, degradation=degradation)
 
 
 def weights(path):
@@ -183,3 +183,69 @@ def test_ddp_on_two_cpu_processes_matches_one(tmp_path, data):
         assert x["val_psnr"] == pytest.approx(y["val_psnr"], abs=0.01)
     assert len(list((tmp_path / "ddp" / "tb").iterdir())) == 1  # only rank 0 wrote
     assert output.count("best validation PSNR") == 1
+
+
+def test_load_matching_takes_every_tensor_but_a_different_upsampler(tmp_path):
+    from srpipe.models import build_model, save_checkpoint
+    from srpipe.training.state import load_matching
+
+    torch.manual_seed(1)
+    x2 = build_model("edsr", scale=2, **TINY_MODEL)
+    save_checkpoint(tmp_path / "x2.pt", x2, {"name": "edsr", "kwargs": {"scale": 2, **TINY_MODEL}})
+    torch.manual_seed(2)
+    x3 = build_model("edsr", scale=3, **TINY_MODEL)
+    fresh_tail = x3.tail[0][0].weight.detach().clone()
+    loaded, skipped = load_matching(x3, tmp_path / "x2.pt")
+    assert skipped == ["tail.0.0.weight", "tail.0.0.bias"]  # x2: 8 -> 32 channels, x3: 8 -> 72
+    assert len(loaded) == len(x3.state_dict()) - 2 and "tail.1.weight" in loaded and "head.weight" in loaded
+    assert torch.equal(x3.head.weight, x2.head.weight) and torch.equal(x3.tail[1].weight, x2.tail[1].weight)
+    assert torch.equal(x3.tail[0][0].weight, fresh_tail)
+
+
+def test_init_from_starts_from_a_checkpoint_and_is_part_of_the_fingerprint(tmp_path, data, capsys):
+    run(data, tmp_path / "first", epochs=1)
+    source = tmp_path / "init.pt"
+    source.write_bytes((tmp_path / "first" / "best.pt").read_bytes())
+    capsys.readouterr()
+    summary = run(data, tmp_path / "second", epochs=1, init_from=str(source))
+    out = capsys.readouterr().out
+    assert f"init_from {source}: loaded 12 of 12 tensors" in out and "initialised fresh" not in out
+    assert summary["init_loaded"] == 12 and summary["init_skipped"] == 0
+    # starting from trained weights, the first epoch's loss is lower than the first run's
+    first = torch.load(tmp_path / "first" / "last.pt", weights_only=False)["progress"]["history"][0]["loss"]
+    assert summary["final_loss"] < first
+    source.write_bytes((tmp_path / "second" / "best.pt").read_bytes())  # same path, other weights
+    run(data, tmp_path / "second", epochs=2, init_from=str(source))
+    assert "init_sha256" in capsys.readouterr().out
+    with pytest.raises(SrpipeError, match="train.init_from: cannot read .*nothing.pt"):
+        run(data, tmp_path / "third", init_from=str(tmp_path / "nothing.pt"))
+
+
+def test_on_the_fly_degradation_resumes_exactly(tmp_path, data, monkeypatch):
+    from srpipe.config import DegradationParams
+
+    fly = DegradationParams(kind="realistic", on_the_fly=True, noise_sigma=(0, 20), jpeg_quality=(30, 95))
+    run(data, tmp_path / "whole", fly, epochs=2, save_every=4)
+    run(data, tmp_path / "again", fly, epochs=2, save_every=4)
+    a, b = weights(tmp_path / "whole" / "last.pt"), weights(tmp_path / "again" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # one seed, one result
+    stored = weights(tmp_path / "whole" / "last.pt")
+    run(data, tmp_path / "stored", None, epochs=2, save_every=4)
+    assert not all(torch.equal(stored[k], v) for k, v in weights(tmp_path / "stored" / "last.pt").items())
+
+    calls = {"n": 0}
+
+    def killed_at_step_10(pred, target):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt
+        return torch.nn.functional.l1_loss(pred, target)
+
+    monkeypatch.setitem(LOSSES, "l1", killed_at_step_10)
+    with pytest.raises(KeyboardInterrupt):
+        run(data, tmp_path / "resumed", fly, epochs=2, save_every=4)
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["progress"]["step"] == 8
+    monkeypatch.setitem(LOSSES, "l1", torch.nn.functional.l1_loss)
+    run(data, tmp_path / "resumed", fly, epochs=2, save_every=4)
+    c = weights(tmp_path / "resumed" / "last.pt")
+    assert all(torch.equal(a[k], c[k]) for k in a)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..config import DegradationParams, ModelParams, TrainParams
 from ..data import prepared_pairs
+from ..degradations import CropDegrader
 from ..evaluate import evaluate, summarize
 from ..hardware import available_cores
 from ..io import SrpipeError, atomic_path
@@ -34,7 +35,7 @@ from ..upscalers import torch_upscaler
 from .recipe import LOSSES, LR_WARN, autocast_dtype, lr_lambda
 from .runtime import Board, Distributed, loader_workers, pick_device
 from .sampling import CropDataset, RunSampler, epoch_steps, make_loader
-from .state import Progress, model_arch, resumable, run_fingerprint
+from .state import Progress, file_sha256, load_matching, model_arch, resumable, run_fingerprint
 
 VAL_OVERLAP = 16  # LR pixels of context around each validation tile
 
@@ -80,9 +81,16 @@ class Trainer:
         self.out_dir, self.log_csv, self.crop_border = out_dir, log_csv, crop_border
         self.last = out_dir / "last.pt"
         self._set_up_data(patches_dir, valid_dir, degradation)
-        self._set_up_model(model_cfg)
+        self.arch = model_arch(model_cfg, scale)
+        self.dtype = autocast_dtype(cfg.amp, device)
+        self.fingerprint = self._fingerprint()
+        state, message = resumable(self.last, self.fingerprint, self.total_steps)
+        if message and ddp.main:
+            tqdm.write(message)
+        self._set_up_model(init_from=None if state else cfg.init_from)
         self.progress = Progress()
-        self._resume()
+        if state is not None:
+            self._resume(state)
         self.net = self._wrap(self.model)
         self.board = Board(out_dir / "tb", ddp.main, self.progress.step, self.model, cfg.feature_stats_every)
 
@@ -99,17 +107,31 @@ class Trainer:
                                                                   cfg.batch_size * cfg.grad_accum)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.valid = prepared_pairs(valid_dir, self.scale, cfg.val_images) if self.ddp.main else []
-        self.degradation = degradation
+        self.on_the_fly = degradation if degradation is not None and degradation.on_the_fly else None
+        degrade = CropDegrader(self.on_the_fly, self.scale) if self.on_the_fly else None
         self.dataset = CropDataset(self.store, self.crop, self.steps_per_epoch * cfg.grad_accum * cfg.batch_size,
-                                   self.seed, degrade=None)
+                                   self.seed, degrade=degrade)
 
-    def _set_up_model(self, model_cfg: ModelParams) -> None:
+    def _fingerprint(self) -> dict:
         cfg = self.cfg
-        self.arch = model_arch(model_cfg, self.scale)
+        on_the_fly = self.on_the_fly.model_dump() if self.on_the_fly else None
+        init = {"init_sha256": file_sha256(cfg.init_from)} if cfg.init_from else {}
+        return run_fingerprint(self.arch, cfg, self.seed, self.store.fingerprint(),
+                               precision="bf16" if self.dtype else "fp32", on_the_fly=on_the_fly, **init)
+
+    def _set_up_model(self, init_from: str | None) -> None:
+        """The model (from ``init_from``'s matching tensors on a fresh start), optimiser, schedule, EMA."""
+        cfg = self.cfg
         torch.manual_seed(self.seed)
         self.model = build_model(self.arch["name"], **self.arch["kwargs"])
         self.model_stats = {"params": count_parameters(self.model),
                             "macs_per_output_pixel": macs_per_output_pixel(self.model)}
+        if init_from:
+            loaded, skipped = load_matching(self.model, init_from)
+            self.model_stats.update(init_loaded=len(loaded), init_skipped=len(skipped))
+            if self.ddp.main:
+                tqdm.write(f"init_from {init_from}: loaded {len(loaded)} of {len(loaded) + len(skipped)} tensors"
+                           + (f"; initialised fresh (name or shape differs): {', '.join(skipped)}" if skipped else ""))
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -119,9 +141,6 @@ class Trainer:
         if cfg.ema:
             ema_fn = torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema)
             self.ema = torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=ema_fn)
-        self.dtype = autocast_dtype(cfg.amp, self.device)
-        self.fingerprint = run_fingerprint(self.arch, cfg, self.seed, self.store.fingerprint(),
-                                           precision="bf16" if self.dtype else "fp32")
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         net = torch.compile(model) if self.cfg.compile else model
@@ -130,12 +149,7 @@ class Trainer:
             net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
         return net
 
-    def _resume(self) -> None:
-        state, message = resumable(self.last, self.fingerprint, self.total_steps)
-        if message and self.ddp.main:
-            tqdm.write(message)
-        if state is None:
-            return
+    def _resume(self, state: dict) -> None:
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -12,7 +12,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from ..config import ModelParams, TrainParams
+from ..datasets import sha256_of
+from ..io import SrpipeError
 from ..models import load_checkpoint
 
 # train params that change how fast a run goes or how it reports, never its weights
@@ -68,3 +73,24 @@ def resumable(last: Path, fingerprint: dict, total_steps: int) -> tuple[dict | N
     if step >= total_steps:
         return None, f"not resuming from {last}: that run had finished; starting fresh"
     return state, f"resuming from {last} at step {step} of {total_steps}"
+
+
+def file_sha256(path: str | Path) -> str:
+    try:
+        return sha256_of(Path(path))
+    except OSError as exc:
+        raise SrpipeError(f"train.init_from: cannot read {path} ({exc.strerror}); give an srpipe checkpoint "
+                          "(stages/train/best.pt, or one from `srpipe import-weights`)") from None
+
+
+def load_matching(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
+    """Copy into ``model`` every tensor of the checkpoint at ``path`` whose name and shape match
+    (the EDSR recipe starts x3 and x4 from the x2 model: all but the upsampler). Returns the
+    names loaded and the names of ``model``'s tensors left as initialised."""
+    source = load_checkpoint(path)["state_dict"]
+    own = model.state_dict()
+    loaded = [k for k, v in own.items() if k in source and source[k].shape == v.shape]
+    with torch.no_grad():
+        for k in loaded:
+            own[k].copy_(source[k])
+    return loaded, [k for k in own if k not in loaded]
