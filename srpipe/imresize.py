@@ -9,6 +9,7 @@ bicubic baseline.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -44,13 +45,19 @@ def contributions(in_length: int, out_length: int, scale: float, antialias: bool
     return weights[:, used], indices[:, used]
 
 
-def _resize_axis(img: np.ndarray, axis: int, out_length: int, scale: float, antialias: bool) -> np.ndarray:
-    """One separable pass as a sparse (out_length x in_length) matrix product: memory stays at the
-    size of the input and output, whatever the kernel width."""
-    weights, indices = contributions(img.shape[axis], out_length, scale, antialias)
+@functools.lru_cache(maxsize=64)
+def resize_matrix(in_length: int, out_length: int, scale: float, antialias: bool) -> scipy.sparse.csr_matrix:
+    """One dimension's resize as a sparse (out_length x in_length) matrix (cached: training crops
+    and photo collections repeat the same sizes)."""
+    weights, indices = contributions(in_length, out_length, scale, antialias)
     rows = np.repeat(np.arange(out_length), weights.shape[1])
-    matrix = scipy.sparse.csr_matrix((weights.ravel(), (rows, indices.ravel())),
-                                     shape=(out_length, img.shape[axis]))
+    return scipy.sparse.csr_matrix((weights.ravel(), (rows, indices.ravel())), shape=(out_length, in_length))
+
+
+def _resize_axis(img: np.ndarray, axis: int, out_length: int, scale: float, antialias: bool) -> np.ndarray:
+    """One separable pass as a sparse matrix product: memory stays at the size of the input and
+    output, whatever the kernel width."""
+    matrix = resize_matrix(img.shape[axis], out_length, scale, antialias)
     moved = np.moveaxis(img, axis, 0)
     out = (matrix @ moved.reshape(moved.shape[0], -1)).reshape((out_length, *moved.shape[1:]))
     return np.moveaxis(out, 0, axis)
