@@ -134,3 +134,38 @@ def test_repro_cache_and_experiment(repo):
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
     assert True in find(shown, "attention") and False in find(shown, "attention")
     assert len(find(shown, "psnr")) >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_dvc_repro_resumes_training_after_a_kill(repo):
+    import re
+    import signal
+    import time
+
+    import torch
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(epochs=2, steps_per_epoch=200, save_every=5, threads=1)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(repo, "dvc", "repro", "extract-patches")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    killed = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last, deadline = repo / "stages/train/last.pt", time.time() + 300
+    while time.time() < deadline:
+        try:
+            if torch.load(last, weights_only=False)["progress"]["step"] >= 20:
+                break
+        except (FileNotFoundError, EOFError, RuntimeError):
+            pass
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)  # dvc and the srpipe it runs
+    killed.wait(timeout=60)
+    step = torch.load(last, weights_only=False)["progress"]["step"]
+    assert 20 <= step < 400
+
+    again = sh(repo, "dvc", "repro", "train")
+    assert f"resuming from stages/train/last.pt at step {step} of 400" in again
+    assert re.search(r"best validation PSNR [\d.]+ dB at epoch \d", again)
+    assert torch.load(last, weights_only=False)["progress"]["step"] == 400
