@@ -17,19 +17,17 @@ from __future__ import annotations
 import argparse
 import functools
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-import psutil
 import yaml
 
 from srpipe.datasets import dataset_files
+from srpipe.hardware import run_watched
 from srpipe.io import list_images, read_image
 from srpipe.parallel import ordered_map, resolve_workers
 
@@ -70,28 +68,10 @@ def make_photos(folder: Path, n: int, sources: list[Path], first: int = 0) -> Pa
 
 
 def run_measured(cmd: list[str], cwd: Path) -> dict:
-    """Run ``cmd``; wall time and peak RSS of its largest process and of its whole tree."""
-    start = time.perf_counter()
-    proc = psutil.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peaks = {"largest": 0, "tree": 0}
-
-    def poll() -> None:
-        while proc.poll() is None:
-            try:
-                rss = [p.memory_info().rss for p in [proc, *proc.children(recursive=True)]]
-            except psutil.Error:
-                continue
-            peaks["largest"], peaks["tree"] = max(peaks["largest"], *rss), max(peaks["tree"], sum(rss))
-            time.sleep(0.05)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    output = proc.communicate()[0]
-    poller.join()
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed:\n{output}")
-    return {"seconds": time.perf_counter() - start, "largest_mb": peaks["largest"] / 2**20,
-            "tree_mb": peaks["tree"] / 2**20}
+    r = run_watched(cmd, cwd)
+    if r["returncode"]:
+        sys.exit(f"{' '.join(cmd)} failed:\n{r['output']}")
+    return r
 
 
 def du(path: Path) -> int:

@@ -8,7 +8,6 @@ re-raised in the calling process (where the CLI prints them), and so are errors.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import concurrent.futures
 import multiprocessing
@@ -33,34 +32,20 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one image per worker: OpenCV's own threads would only compete
 
 
-_POOLS: dict[int, concurrent.futures.ProcessPoolExecutor] = {}
-
-
 def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
-    """A pool of ``workers`` processes, kept for the life of this process (one stage runs several
-    maps). Workers are forked from a fresh server process that has imported the data modules once
-    (fork-server start): they start fast, and unlike plain fork they inherit no threads (OpenCV's
+    """A pool of ``workers`` processes forked from a fork server that has imported the data
+    modules once: they start in milliseconds and, unlike plain fork, inherit no threads (OpenCV's
     or torch's) that could hold a lock at the moment of forking."""
-    if workers not in _POOLS:
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        if "forkserver" in methods:
-            context.set_forkserver_preload(["__main__", "srpipe.data", "srpipe.patches"])
-        _POOLS[workers] = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                                 initializer=_init_worker)
-    return _POOLS[workers]
-
-
-@atexit.register
-def _shutdown() -> None:
-    for pool in _POOLS.values():
-        pool.shutdown(wait=True, cancel_futures=True)
-    _POOLS.clear()
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        context.set_forkserver_preload(["__main__", "srpipe.data", "srpipe.patches"])
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
 
 
 def _call(fn: Callable[[T], R], item: T, cwd: str | None = None) -> tuple[R, list[warnings.WarningMessage]]:
     if cwd is not None and os.getcwd() != cwd:
-        os.chdir(cwd)  # pooled workers outlive a caller's change of folder; relative paths follow the caller
+        os.chdir(cwd)  # workers start in the fork server's folder; relative paths follow the caller
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = fn(item)
@@ -84,7 +69,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 1, wind
             _replay(caught)
             yield result
         return
-    pool = _pool(workers)
+    pool = _pool(min(workers, len(items)))
     pending: collections.deque = collections.deque()
     todo = iter(items)
     try:
@@ -99,10 +84,5 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 1, wind
                 break
             _replay(caught)
             yield result
-    except concurrent.futures.process.BrokenProcessPool:
-        _POOLS.pop(workers, None)
-        raise
     finally:
-        for future in pending:
-            future.cancel()
-        concurrent.futures.wait(pending)
+        pool.shutdown(wait=True, cancel_futures=True)
