@@ -12,7 +12,10 @@ cut from it at training time (:mod:`srpipe.training.sampling`). Why this and not
   not re-run the data stages (BasicSR's 480 px sub-images lose the crops that straddle two
   sub-images and still bake a size into the data);
 - nothing is decoded while training: a crop reads only its rows of a memory map, and DataLoader
-  workers share the operating system's page cache instead of holding copies;
+  workers share the operating system's page cache instead of holding copies. The map is
+  advised for random access (no read-ahead of pages a crop does not need) and the process drops
+  its mapped pages every few hundred crops (:meth:`ImageStore.release`; they stay in the page
+  cache), so a training process's resident memory stays flat however large the store is;
 - three files: one compact DVC output, not thousands of small ones.
 
 Packing streams: image sizes are known in advance (prepare-degradations' manifest), so every
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import mmap
 import os
 from pathlib import Path
 
@@ -119,7 +123,7 @@ class ImageStore:
         self.sizes = self.index[["height", "width"]].to_numpy()
         self.scale = int(self.index["height"].iloc[0] // self.index["lr_height"].iloc[0])
         self._rows = self.index[["height", "width", "lr_height", "lr_width", "hr_offset", "lr_offset"]].to_numpy()
-        self._maps: dict[str, np.memmap] = {}
+        self._maps: dict[str, tuple[mmap.mmap, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.names)
@@ -127,13 +131,24 @@ class ImageStore:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_maps": {}}
 
-    def _map(self, file: str) -> np.memmap:
+    def _map(self, file: str) -> np.ndarray:
         if file not in self._maps:
             try:
-                self._maps[file] = np.memmap(self.folder / file, dtype=np.uint8, mode="r")
+                with open(self.folder / file, "rb") as f:
+                    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             except (OSError, ValueError) as exc:
                 raise SrpipeError(f"cannot read {self.folder / file}: {exc}; run extract-patches again") from None
-        return self._maps[file]
+            if hasattr(mmap, "MADV_RANDOM"):
+                mapped.madvise(mmap.MADV_RANDOM)  # a crop needs a few rows: no read-ahead around them
+            self._maps[file] = (mapped, np.frombuffer(mapped, np.uint8))
+        return self._maps[file][1]
+
+    def release(self) -> None:
+        """Unmap the pages this process has touched (the page cache keeps them, so the next read is
+        still a memory copy): resident memory stays at what recent crops used, not the store's size."""
+        for mapped, _ in self._maps.values():
+            if hasattr(mmap, "MADV_DONTNEED"):
+                mapped.madvise(mmap.MADV_DONTNEED)
 
     def hr(self, i: int) -> np.ndarray:
         h, w, _, _, offset, _ = self._rows[i]

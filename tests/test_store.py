@@ -84,3 +84,23 @@ def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path, workers):
     assert b["largest_mb"] - a["largest_mb"] < 8 * per_image_mb, (a, b)
     assert b["tree_mb"] - a["tree_mb"] < 8 * per_image_mb, (a, b)
     assert a["largest_mb"] < 400 and b["tree_mb"] < 400 * workers, (a, b)  # imports included
+
+
+def test_training_crops_keep_the_mapped_store_small(tmp_path, monkeypatch):
+    """A training process maps only what its recent crops touched, not the whole store, so its
+    resident memory does not grow with the store (or with the number of crops drawn)."""
+    import psutil
+
+    from srpipe.training import sampling
+
+    monkeypatch.setattr(sampling, "RELEASE_EVERY", 16)
+    extract(prepared(tmp_path, 12), tmp_path / "store", 2)
+    size = sum(p.stat().st_size for p in (tmp_path / "store").glob("*.bin"))
+    dataset = sampling.CropDataset(ImageStore(tmp_path / "store"), 32, 10**6, seed=0)
+
+    def mapped():
+        return sum(m.rss for m in psutil.Process().memory_maps() if m.path.startswith(str(tmp_path / "store")))
+
+    for g in range(2000):  # 2000 crops of 32 px touch every part of this 13 MB store
+        dataset[g]
+    assert size > 13e6 and mapped() < 5e6, (size, mapped())  # 16 crops' rows, each about 0.2 MB

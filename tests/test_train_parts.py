@@ -83,6 +83,9 @@ class ArrayStore:
     def hr(self, i):
         return self._hr[i]
 
+    def release(self):
+        pass
+
     def lr(self, i):
         return self._lr[i]
 

@@ -20,6 +20,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..io import SrpipeError
 from ..patches import ImageStore
 
+RELEASE_EVERY = 64  # crops between drops of the store's mapped pages (under 1 MB each at 96 px)
+
 
 def crop_positions(sizes: np.ndarray, crop: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """LR-grid crop origins per image along y and x for an HR crop of ``crop`` (0 where too small)."""
@@ -67,6 +69,7 @@ class CropDataset(Dataset):
             raise SrpipeError(f"no training image is at least {crop}x{crop} px (train.patch_size); "
                               "use a smaller patch size or larger images")
         self._plan: tuple[int, np.ndarray] | None = None
+        self._reads = 0
 
     def __len__(self) -> int:
         return 2**62  # indexed by sample number; the sampler says which
@@ -77,6 +80,9 @@ class CropDataset(Dataset):
         return self._plan[1]
 
     def __getitem__(self, g: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self._reads += 1
+        if self._reads % RELEASE_EVERY == 0:
+            self.store.release()
         epoch, row = divmod(g, self.rows)
         image, flip, turns, cy, cx = (int(v) for v in self.plan(epoch + 1)[row])
         c, s = self.crop // self.scale, self.scale
