@@ -2,21 +2,22 @@
 
 A dataset is named by ``sample-train`` / ``sample-valid`` (colour photographs that scikit-image
 ships in its wheel), by the name of a standard set that ``srpipe data fetch NAME`` downloads
-into ``<raw_dir>/NAME/``, or by a folder path.
+into ``<raw_dir>/NAME/`` (or that the user puts there by hand), or by a folder path.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
+import logging
+import re
 import tarfile
-import urllib.error
-import urllib.request
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io import IMAGE_SUFFIXES, SrpipeError, atomic_path, list_images
+from .io import IMAGE_SUFFIXES, SrpipeError, atomic_path, check_writable, list_images
 from .progress import progress
 
 # scikit-image's colour photographs (file names in skimage/data): all of them, and disjoint
@@ -42,6 +43,7 @@ class StandardDataset:
     name: str
     archives: tuple[Archive, ...]
     hr_subdir: str  # folder (inside the archives and inside raw_dir/NAME) that holds the HR images
+    # (a set put in place by hand may instead have its HR images directly in raw_dir/NAME)
     description: str
 
 
@@ -77,7 +79,7 @@ STANDARD: dict[str, StandardDataset] = {
         StandardDataset(
             "manga109", (), "HR",
             "Manga109, 109 images; its licence forbids redistribution: request it from its authors and put "
-            "the HR images in <raw_dir>/manga109/HR",
+            "the HR images in <raw_dir>/manga109/",
         ),
     )
 }
@@ -89,13 +91,25 @@ def sample_dir() -> Path:
     return Path(skimage.__file__).parent / "data"
 
 
-def hr_dir(dataset: StandardDataset, raw_dir: str | Path) -> Path:
-    return Path(raw_dir) / dataset.name / dataset.hr_subdir
+def _holds_images(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+
+
+def hr_dir(dataset: StandardDataset, raw_dir: str | Path) -> Path | None:
+    """The folder that holds ``dataset``'s HR images: the archive's layout that ``fetch`` writes
+    (``raw_dir/NAME/<hr_subdir>``) or, put in place by hand, ``raw_dir/NAME`` itself; None if absent."""
+    root = Path(raw_dir) / dataset.name
+    return next((folder for folder in (root / dataset.hr_subdir, root) if _holds_images(folder)), None)
 
 
 def is_present(dataset: StandardDataset, raw_dir: str | Path) -> bool:
-    folder = hr_dir(dataset, raw_dir)
-    return folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+    return hr_dir(dataset, raw_dir) is not None
+
+
+def _absent(dataset: StandardDataset, raw_dir: str | Path) -> str:
+    root = Path(raw_dir) / dataset.name
+    how = f"run `srpipe data fetch {dataset.name}`, or" if dataset.archives else "request it from its authors and"
+    return f"dataset {dataset.name!r} is not in {root}/: {how} put its HR images in {root}/ by hand"
 
 
 def dataset_files(source: str, raw_dir: str | Path = "data/raw") -> list[Path]:
@@ -103,10 +117,10 @@ def dataset_files(source: str, raw_dir: str | Path = "data/raw") -> list[Path]:
     if source in SAMPLE_SETS:
         return [sample_dir() / name for name in SAMPLE_SETS[source]]
     if source in STANDARD:
-        dataset = STANDARD[source]
-        if not is_present(dataset, raw_dir):
-            raise SrpipeError(f"dataset {source!r} is not in {Path(raw_dir) / source}; run: srpipe data fetch {source}")
-        return list_images(hr_dir(dataset, raw_dir))
+        folder = hr_dir(STANDARD[source], raw_dir)
+        if folder is None:
+            raise SrpipeError(_absent(STANDARD[source], raw_dir))
+        return list_images(folder)
     return list_images(source)
 
 
@@ -123,28 +137,6 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60.0) -> None:
-    """Stream ``url`` into ``dest`` with a progress bar; a short or corrupt download is an error."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, dest.open("wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            received, digest = 0, hashlib.sha256()
-            with progress(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-    except http.client.IncompleteRead as exc:
-        raise SrpipeError(f"download of {url} was cut short after {len(exc.partial)} more bytes") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise SrpipeError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
-    if total is not None and received != total:
-        raise SrpipeError(f"download of {url} is truncated: got {received} of {total} bytes")
-    if sha256 and digest.hexdigest() != sha256.lower():
-        raise SrpipeError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {digest.hexdigest()}")
 
 
 def _safe_members(names: list[str], target: Path) -> None:
@@ -178,32 +170,128 @@ def extract(archive: Path, target: Path, prefix: str = "") -> None:
         raise SrpipeError(f"cannot extract {archive.name}: {exc}") from None
 
 
-def cached_archive(archive: Archive, raw_dir: str | Path) -> Path:
-    """A verified copy of ``archive`` in ``raw_dir/.archives`` (downloaded once, shared by datasets)."""
+@contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """Silence pooch's "Downloading data from ..." lines: srpipe's progress bar names the file."""
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class _Bar:
+    """srpipe's progress bar behind pooch's protocol (total, update, reset, close), shown once pooch
+    knows the size (a tqdm bar handed to pooch directly would show a dummy total while connecting)."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    @property
+    def total(self) -> int | None:
+        return self.bar.total if self.bar else None
+
+    @total.setter
+    def total(self, size: int) -> None:
+        self.bar = progress(total=size or None, unit="B", unit_scale=True, desc=self.desc)
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def reset(self) -> None:
+        self.bar.reset()
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+
+
+def _download(url: str, output_file: str, pooch_: object) -> None:
+    """pooch's HTTP download, in 1 MiB chunks (its 1 KiB default is 6x slower), with srpipe's bar."""
+    import pooch
+
+    bar = _Bar(url.rsplit("/", 1)[-1])
+    try:
+        pooch.HTTPDownloader(progressbar=bar, chunk_size=1 << 20, timeout=60)(url, output_file, pooch_)
+    finally:
+        bar.close()
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 failure, in a few words ("Connection refused")."""
+    reason: BaseException = exc
+    while reason.__cause__ or reason.__context__:
+        reason = reason.__cause__ or reason.__context__
+        if isinstance(reason, OSError) and reason.strerror:
+            return reason.strerror
+    return "timed out" if isinstance(reason, TimeoutError) else str(reason)
+
+
+@contextmanager
+def _download_errors(archive: Archive, by_hand: Path) -> Iterator[None]:
+    """pooch's and requests' exceptions as one-line SrpipeErrors naming the URL and what to do."""
+    import requests
+
+    offline = f"put the HR images in {by_hand}/ by hand"
+    try:
+        yield
+    except requests.HTTPError as exc:
+        answer = f"{exc.response.status_code} {exc.response.reason}"
+        raise SrpipeError(f"cannot download {archive.url}: the server answered {answer}; {offline}") from None
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise SrpipeError(f"cannot reach {archive.url} ({_cause(exc)}): no network? Fetch again when online, "
+                          f"or {offline}") from None
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+        raise SrpipeError(f"download of {archive.url} was cut short ({_cause(exc)}); fetch again") from None
+    except requests.RequestException as exc:
+        raise SrpipeError(f"cannot download {archive.url} ({_cause(exc)}); {offline}") from None
+    except ValueError as exc:  # pooch.retrieve: the SHA-256 differs (the download was deleted)
+        if "does not match the known hash" not in str(exc):
+            raise
+        got = re.search(r"got (\w+)", str(exc))
+        raise SrpipeError(f"checksum mismatch for {archive.url}: expected sha256 {archive.sha256}"
+                          f"{f', got {got[1]}' if got else ''}; the download is corrupt or the file changed "
+                          f"on the server: fetch again, or {offline}") from None
+
+
+def cached_archive(archive: Archive, raw_dir: str | Path, by_hand: Path) -> Path:
+    """A verified copy of ``archive`` in ``raw_dir/.archives``, shared by the datasets it holds.
+
+    pooch downloads it once, to a temporary name renamed only when its SHA-256 matches, and again
+    if the copy there is corrupt. Failures name ``by_hand``: where the user may put the images instead.
+    """
+    import pooch
+
     cache = Path(raw_dir) / ".archives"
-    cache.mkdir(parents=True, exist_ok=True)
-    path = cache / archive.filename
-    if path.is_file() and sha256_of(path) == archive.sha256:
-        return path
-    with atomic_path(path) as tmp:
-        download(archive.url, tmp, archive.sha256)
-    return path
+    check_writable(cache, folder=True)
+    with _download_errors(archive, by_hand), _quiet(pooch.get_logger()):
+        return Path(pooch.retrieve(archive.url, archive.sha256, fname=archive.filename, path=cache,
+                                   downloader=_download))
 
 
 def fetch(dataset: StandardDataset, raw_dir: str | Path) -> tuple[Path, bool]:
     """Download, verify and extract ``dataset`` into ``raw_dir/NAME`` (all or nothing).
 
-    Returns the HR folder and whether anything was fetched (False: it was already present).
-    Verified archives stay in ``raw_dir/.archives`` so that sets sharing one are downloaded once.
+    Returns the HR folder and whether anything was fetched (False: it was already present,
+    fetched or put there by hand). Verified archives stay in ``raw_dir/.archives`` so that sets
+    sharing one are downloaded once.
     """
-    if is_present(dataset, raw_dir):
-        return hr_dir(dataset, raw_dir), False
+    found = hr_dir(dataset, raw_dir)
+    if found is not None:
+        return found, False
+    root = Path(raw_dir) / dataset.name
     if not dataset.archives:
-        raise SrpipeError(f"{dataset.name} cannot be downloaded: {dataset.description}")
-    with atomic_path(Path(raw_dir) / dataset.name) as tmp:
+        why = dataset.description.replace("<raw_dir>", str(raw_dir))
+        raise SrpipeError(f"{dataset.name} cannot be downloaded: {why}")
+    if root.is_dir() and any(root.iterdir()):
+        raise SrpipeError(f"{root}/ holds no images (directly or in {dataset.hr_subdir}/) but is not empty; fetching "
+                          f"would replace it: move it away, or put the HR images directly in {root}/")
+    archives = [cached_archive(archive, raw_dir, root) for archive in dataset.archives]
+    with atomic_path(root) as tmp:
         tmp.mkdir()
-        for archive in dataset.archives:
-            extract(cached_archive(archive, raw_dir), tmp, prefix=dataset.hr_subdir)
+        for archive in archives:
+            extract(archive, tmp, prefix=dataset.hr_subdir)
         if not (tmp / dataset.hr_subdir).is_dir():
             raise SrpipeError(f"{dataset.name}: the archives hold no folder {dataset.hr_subdir!r}")
-    return hr_dir(dataset, raw_dir), True
+    return root / dataset.hr_subdir, True

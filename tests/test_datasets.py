@@ -85,21 +85,24 @@ def test_fetch_downloads_verifies_extracts(server, tmp_path):
 
 
 def test_wrong_checksum_leaves_nothing(server, tmp_path):
-    with pytest.raises(SrpipeError, match="checksum mismatch .* expected sha256 0000"):
+    with pytest.raises(SrpipeError, match=f"^checksum mismatch for {server.url}/tiny.zip: expected sha256 0{{64}}, "
+                       f"got {server.sha}; .* or put the HR images in {tmp_path / 'tiny'}/ by hand$"):
         fetch(tiny(server, sha="0" * 64), tmp_path)
     assert not (tmp_path / "tiny").exists()
     assert list((tmp_path / ".archives").iterdir()) == []
 
 
 def test_truncated_download_leaves_nothing(server, tmp_path):
-    with pytest.raises(SrpipeError, match="cut short|truncated"):
+    with pytest.raises(SrpipeError, match=rf"^download of {server.url}/cut.zip was cut short \(IncompleteRead\(\d+ "
+                                          r"bytes read, \d+ more expected\)\); fetch again$"):
         fetch(tiny(server, path="/cut.zip"), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".archives"]
     assert list((tmp_path / ".archives").iterdir()) == []
 
 
 def test_missing_file_on_server(server, tmp_path):
-    with pytest.raises(SrpipeError, match="cannot download .*missing.zip.*Not Found"):
+    with pytest.raises(SrpipeError, match=f"^cannot download {server.url}/missing.zip: the server answered 404 Not Found; "
+                                          f"put the HR images in {tmp_path / 'tiny'}/ by hand$"):
         fetch(tiny(server, path="/missing.zip"), tmp_path)
     assert not (tmp_path / "tiny").exists()
 
@@ -143,3 +146,85 @@ def test_data_cli_list_and_fetch_errors(tmp_path, monkeypatch):
     cv2.imwrite(str(tmp_path / "raw/set5/benchmark/Set5/HR/a.png"), np.zeros((4, 4, 3), np.uint8))
     present = runner.invoke(app, ["data", "fetch", "set5", "--set", "data.raw_dir=raw"])
     assert present.exit_code == 0 and "already present" in present.output
+
+
+def test_cached_archive_that_is_corrupt_is_downloaded_again(server, tmp_path):
+    (tmp_path / ".archives").mkdir()
+    (tmp_path / ".archives" / "tiny.zip").write_bytes(b"half an archive")
+    folder, fetched = fetch(tiny(server), tmp_path)
+    assert fetched and len(list(folder.iterdir())) == 3 and server.hits == ["/tiny.zip"]
+    assert hashlib.sha256((tmp_path / ".archives" / "tiny.zip").read_bytes()).hexdigest() == server.sha
+
+
+def test_no_network_is_one_line_naming_url_and_the_manual_way(tmp_path):
+    closed = Server({})
+    closed.close()  # nothing listens on its port any more: the connection is refused
+    with pytest.raises(SrpipeError) as err:
+        fetch(tiny(closed, sha="0" * 64), tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and f"cannot reach {closed.url}/tiny.zip (Connection refused)" in message
+    assert f"put the HR images in {tmp_path / 'tiny'}/ by hand" in message
+    assert not (tmp_path / "tiny").exists() and list((tmp_path / ".archives").iterdir()) == []
+
+
+def test_download_is_quiet_apart_from_the_progress_bar(server, tmp_path, capfd):
+    fetch(tiny(server), tmp_path)
+    out, err = capfd.readouterr()
+    assert out == "" and "Downloading" not in err and "pooch" not in err.lower()
+
+
+def hand_placed(folder: Path, n: int = 2) -> list[Path]:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"im{i}.png"), np.full((4, 4, 3), i, np.uint8))
+    return sorted(folder.glob("*.png"))
+
+
+def test_standard_set_put_in_place_by_hand(server, tmp_path):
+    hand_placed(tmp_path / "tiny")  # images directly in raw_dir/NAME, not in the archive's layout
+    assert is_present(tiny(server), tmp_path)
+    assert fetch(tiny(server), tmp_path) == (tmp_path / "tiny", False) and server.hits == []
+    set5 = hand_placed(tmp_path / "set5", 5)
+    assert dataset_files("set5", tmp_path) == set5
+    assert STANDARD["manga109"].description.endswith("put the HR images in <raw_dir>/manga109/")
+
+
+def test_manga109_by_hand(tmp_path):
+    images = hand_placed(tmp_path / "manga109", 3)
+    assert dataset_files("manga109", tmp_path) == images
+
+
+def test_absent_standard_set_names_its_folder_and_both_ways(tmp_path):
+    with pytest.raises(SrpipeError) as err:
+        dataset_files("set5", tmp_path)
+    assert str(err.value) == (f"dataset 'set5' is not in {tmp_path / 'set5'}/: run `srpipe data fetch set5`, "
+                              f"or put its HR images in {tmp_path / 'set5'}/ by hand")
+    with pytest.raises(SrpipeError, match=f"request it from its authors and put its HR images in {tmp_path}/manga109/"):
+        dataset_files("manga109", tmp_path)
+
+
+def test_fetch_does_not_replace_a_folder_without_images(server, tmp_path):
+    hand_placed(tmp_path / "tiny" / "wrong" / "place")
+    with pytest.raises(SrpipeError, match=r"tiny/ holds no images .* move it away, or put the HR images directly"):
+        fetch(tiny(server), tmp_path)
+    assert len(list((tmp_path / "tiny" / "wrong" / "place").iterdir())) == 2 and server.hits == []
+
+
+def test_data_list_shows_a_hand_placed_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    hand_placed(tmp_path / "raw" / "set14")
+    listed = CliRunner().invoke(app, ["data", "list", "--set", "data.raw_dir=raw"])
+    assert listed.exit_code == 0
+    line = next(x for x in listed.output.splitlines() if x.startswith("set14 "))
+    assert line.split()[1] == "present" and line.endswith(f"[{Path('raw') / 'set14'}]")
+
+
+def test_interrupted_download_leaves_nothing(server, tmp_path, monkeypatch):
+    def ctrl_c(self, n):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("srpipe.datasets._Bar.update", ctrl_c)  # Ctrl-C after the first chunk was written
+    with pytest.raises(KeyboardInterrupt):
+        fetch(tiny(server), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".archives"]
+    assert list((tmp_path / ".archives").iterdir()) == []
