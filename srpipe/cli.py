@@ -8,7 +8,9 @@ every stage also runs on its own, outside DVC.
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -16,7 +18,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from .config import Params, ParamsError, apply_overrides, load_params, validate_params
-from .io import SrpipeError, write_json
+from .io import SrpipeError, check_writable, write_json
 from .upscale import FORMATS
 
 app = typer.Typer(
@@ -38,13 +40,30 @@ BEST = TRAIN_DIR / "best.pt"
 EXPORT_DIR = Path("stages/export-onnx")
 
 
+DEBUG_ENV = "SRPIPE_DEBUG"
+
+
 def fail(message: str, code: int) -> None:
     typer.echo(f"srpipe: error: {message}", err=True)
     raise typer.Exit(code)
 
 
+_debug = {"flag": False}  # --debug of the running command
+
+
+def debugging() -> bool:
+    return _debug["flag"] or os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for a file-system failure: the path, what went wrong, what to do."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}; check that the path exists, is writable and that the disk has room"
+
+
 def stage(fn: Callable) -> Callable:
-    """Turn params and data errors into one-line messages and exit codes 2 and 1."""
+    """Turn every failure into one line: params errors exit 2, data and file errors 1; anything
+    else is a bug in srpipe, reported in one line (the traceback with --debug or SRPIPE_DEBUG=1)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -54,10 +73,36 @@ def stage(fn: Callable) -> Callable:
             fail(str(exc), 2)
         except SrpipeError as exc:
             fail(str(exc), 1)
+        except (typer.exceptions.TyperException, typer.Exit, typer.Abort):
+            raise  # usage errors and exits: Typer reports them
+        except OSError as exc:
+            if debugging():
+                raise
+            fail(os_error_message(exc), 1)
         except KeyboardInterrupt:
             fail("interrupted; unfinished outputs were removed", 130)
+        except Exception as exc:  # noqa: BLE001: the last line of defence
+            if debugging():
+                raise
+            fail(f"unexpected {type(exc).__name__}: {exc}. This is a bug in srpipe: run again with --debug "
+                 f"(or {DEBUG_ENV}=1) for the traceback and report it", 1)
 
     return wrapper
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one readable line (no source line, no category), between progress bars."""
+    from tqdm import tqdm
+
+    tqdm.write(f"srpipe: warning: {message}", file=sys.stderr)
+
+
+@app.callback()
+def options(
+    debug: Annotated[bool, typer.Option("--debug", help=f"show the traceback of an unexpected failure (also: {DEBUG_ENV}=1).")] = False,
+) -> None:
+    """srpipe: train, evaluate, export and benchmark image super-resolution models."""
+    _debug["flag"] = debug
 
 
 def read(params: Path, overrides: list[str] | None, missing_ok: bool = False) -> Params:
@@ -80,9 +125,9 @@ def prepare_degradations(
     `eval.degradation: bicubic`. Every input is found before anything is written; images are
     prepared on `data.workers` processes.
     """
-    from .data import prepare, source_files
+    from .data import PrepareJob, prepare_all, source_files
     from .datasets import dataset_key
-    from .io import atomic_path
+    from .metrics import min_side
     from .parallel import resolve_workers
 
     p = read(params, set_)
@@ -90,17 +135,15 @@ def prepare_degradations(
     keys = [dataset_key(d) for d in p.eval.datasets]
     if len(set(keys)) != len(keys):
         raise SrpipeError(f"eval.datasets has two datasets with one name: {keys}")
-    files = {name: source_files(source, p.data.limit, p.data.raw_dir)
-             for name, source in [("train", p.data.train), ("valid", p.data.valid), *zip(keys, p.eval.datasets)]}
-    common = dict(scale=p.scale, seed=p.seed, workers=resolve_workers(p.data.workers))
-    for split, source, degradation in (("train", p.data.train, p.degradation), ("valid", p.data.valid, held_out)):
-        prepare(files[split], out / split, degradation=degradation, desc=split, **common)
-        typer.echo(f"{split}: {len(files[split])} images from {source} -> {out / split}")
-    with atomic_path(out / "eval") as tmp:
-        tmp.mkdir()
-        for key, source in zip(keys, p.eval.datasets):
-            prepare(files[key], tmp / key, degradation=held_out, desc=f"eval/{key}", **common)
-            typer.echo(f"eval/{key}: {len(files[key])} images from {source}")
+    scored = min_side(p.eval.crop(p.scale))
+    sets = [("train", p.data.train, p.degradation, 0), ("valid", p.data.valid, held_out, scored),
+            *((f"eval/{key}", source, held_out, scored) for key, source in zip(keys, p.eval.datasets))]
+    check_writable(out, folder=True)
+    jobs = [PrepareJob(folder, source_files(source, p.data.limit, p.data.raw_dir), degradation, least)
+            for folder, source, degradation, least in sets]  # every input is found before anything is written
+    prepare_all(jobs, out, p.scale, p.seed, resolve_workers(p.data.workers))
+    for (folder, source, *_), job in zip(sets, jobs):
+        typer.echo(f"{folder}: {len(job.files)} images from {source} -> {out / folder}")
 
 
 @app.command("extract-patches")
@@ -117,6 +160,7 @@ def extract_patches(
     from .patches import extract
 
     p = read(params, set_)
+    check_writable(out)
     index = extract(prepared, out, p.scale, resolve_workers(p.data.workers))
     size = sum((out / f).stat().st_size for f in ("hr.bin", "lr.bin"))
     typer.echo(f"{len(index)} images ({size / 2**20:.1f} MiB of pixels) -> {out}")
@@ -143,6 +187,8 @@ def train(
     from .training import train as run_train
 
     p = read(params, set_)
+    for path in (out / "last.pt", history, metrics):
+        check_writable(path)
     summary = run_train(patches, valid, out, history, p.scale, p.seed, p.model, p.train, p.eval.crop(p.scale),
                         p.degradation)
     if summary is not None:  # only the main process writes
@@ -176,50 +222,95 @@ def evaluate(
     nested per dataset in metrics/evaluate.json. With --hr-dir: any folder of HR images, with
     exactly one of --checkpoint, --onnx or --baseline bicubic, into --out.
     """
+    p = read(params, set_, missing_ok=hr_dir is not None)
+    chosen = [x for x in (checkpoint, onnx, baseline) if x is not None]
+    if len(chosen) > 1 or (hr_dir is not None and not chosen):
+        raise typer.BadParameter("give exactly one of --checkpoint, --onnx, --baseline bicubic")
+    if hr_dir is not None and out is None:
+        raise typer.BadParameter("--hr-dir needs --out FILE.json")
+    for path in (out, out.with_suffix(".csv")) if hr_dir is not None else (metrics, per_image):
+        check_writable(path)
+    if save_dir is not None:
+        check_writable(save_dir, folder=True)
+    explicit_scale = params.is_file() or any(o.replace(" ", "").startswith("scale=") for o in set_ or [])
+    model = checkpoint if chosen else BEST
+    upscaler, model_scale, label = evaluated(p, model, onnx, baseline, scale, explicit_scale)
+    ensemble = None
+    if p.eval.self_ensemble and baseline is None:
+        from .upscalers import load_upscaler
+
+        ensemble = load_upscaler(model, onnx, ensemble=True)[0]
+    if hr_dir is not None:
+        score_folder(p, upscaler, model_scale, label, hr_dir, out, save_dir, ensemble)
+    else:
+        score_pipeline(p, upscaler, model_scale, label, prepared, metrics, per_image, save_dir, ensemble)
+
+
+def evaluated(p: Params, checkpoint: Path | None, onnx: Path | None, baseline: Baseline | None,
+              scale: int | None, explicit_scale: bool):
+    """(upscaler, scale, label) of what evaluate scores; a model's own scale wins over params."""
+    from .upscalers import load_upscaler
+
+    upscaler, model_scale, label = load_upscaler(checkpoint, onnx, baseline and baseline.value, scale or p.scale)
+    if scale is not None and scale != model_scale:
+        raise SrpipeError(f"--scale {scale} does not match the model's scale {model_scale}")
+    if scale is None and explicit_scale and p.scale != model_scale:
+        warnings.warn(f"params say scale={p.scale}, the {label} is x{model_scale}: the {label}'s scale wins")
+    return upscaler, model_scale, label
+
+
+def protocol(p: Params, scale: int) -> dict:
+    """evaluate()'s keyword arguments: the border crop, the channel and LPIPS, from params."""
+    from .metrics import LPIPS
+
+    return dict(crop_border=p.eval.crop(scale), y_channel=p.eval.y_channel,
+                lpips=LPIPS(p.eval.lpips_backbone) if p.eval.lpips else None)
+
+
+def score_folder(p: Params, upscaler, scale: int, label: str, hr_dir: str, out: Path, save_dir: Path | None,
+                 ensemble=None) -> None:
+    """evaluate --hr-dir: one folder or dataset, made into pairs as prepare-degradations would
+    (with ``ensemble``, the self-ensemble's scores too, under "ensemble")."""
+    from .data import make_pairs
+    from .evaluate import evaluate as run_eval, summarize
+    from .io import atomic_path
+    from .metrics import min_side
+
+    held_out = p.degradation if p.eval.degradation == "same" else None
+    kwargs = protocol(p, scale)
+    pairs = make_pairs(hr_dir, scale, held_out, p.seed, p.data.raw_dir, min_side(kwargs["crop_border"]))
+    frame = run_eval(upscaler, pairs, desc=label, save_dir=save_dir, **kwargs)
+    extra = {"ensemble": summarize(run_eval(ensemble, pairs, desc=f"{label} x8", **kwargs))} if ensemble else {}
+    write_json(out, {"dataset": hr_dir, "scale": scale, "upscaler": label, "images": len(frame), **summarize(frame),
+                     **extra})
+    with atomic_path(out.with_suffix(".csv")) as tmp:
+        frame.to_csv(tmp, index=False)
+    typer.echo(f"{label} on {hr_dir} x{scale}: " + ", ".join(f"{k} {v:.4f}" for k, v in summarize(frame).items()))
+
+
+def score_pipeline(p: Params, upscaler, scale: int, label: str, prepared: Path, metrics: Path, per_image: Path,
+                   save_dir: Path | None, ensemble=None) -> None:
+    """The pipeline's evaluate: every dataset of eval.datasets, the model beside bicubic (and its
+    self-ensemble, with ``ensemble``)."""
     import pandas as pd
 
     from .data import load_pairs
     from .datasets import dataset_key
     from .evaluate import evaluate as run_eval, summarize
     from .io import atomic_path
-    from .metrics import LPIPS
-    from .upscalers import bicubic_upscaler, load_upscaler
+    from .upscalers import bicubic_upscaler
 
-    p = read(params, set_)
-    chosen = [x for x in (checkpoint, onnx, baseline) if x is not None]
-    if len(chosen) > 1 or (hr_dir is not None and not chosen):
-        raise typer.BadParameter("give exactly one of --checkpoint, --onnx, --baseline bicubic")
-    if not chosen:  # the pipeline's model
-        checkpoint = BEST
-    upscaler, model_scale, label = load_upscaler(checkpoint, onnx, baseline and baseline.value, scale or p.scale)
-    if scale is not None and scale != model_scale:
-        raise SrpipeError(f"--scale {scale} does not match the model's scale {model_scale}")
-    lpips = LPIPS(p.eval.lpips_backbone) if p.eval.lpips else None
-    kwargs = dict(crop_border=p.eval.crop(model_scale),
-                  y_channel=p.eval.y_channel, lpips=lpips)
-
-    if hr_dir is not None:
-        from .data import make_pairs
-
-        if out is None:
-            raise typer.BadParameter("--hr-dir needs --out FILE.json")
-        held_out = p.degradation if p.eval.degradation == "same" else None
-        pairs = make_pairs(hr_dir, model_scale, held_out, p.seed, p.data.raw_dir)
-        frame = run_eval(upscaler, pairs, desc=label, save_dir=save_dir, **kwargs)
-        write_json(out, {"dataset": hr_dir, "scale": model_scale, "upscaler": label, "images": len(frame),
-                         **summarize(frame)})
-        with atomic_path(out.with_suffix(".csv")) as tmp:
-            frame.to_csv(tmp, index=False)
-        typer.echo(f"{label} on {hr_dir} x{model_scale}: " + ", ".join(f"{k} {v:.4f}" for k, v in summarize(frame).items()))
-        return
-
+    kwargs = protocol(p, scale)
     result, tables, rows = {}, [], {}
     for key in (dataset_key(d) for d in p.eval.datasets):
-        pairs = load_pairs(prepared / key, model_scale)
+        pairs = load_pairs(prepared / key, scale)
         ours = run_eval(upscaler, pairs, desc=f"{key}: {label}", save_dir=save_dir and save_dir / key, **kwargs)
-        bicubic = run_eval(bicubic_upscaler(model_scale), pairs, desc=f"{key}: bicubic", **kwargs)
+        bicubic = run_eval(bicubic_upscaler(scale), pairs, desc=f"{key}: bicubic", **kwargs)
         rows[(key, label)], rows[(key, "bicubic")] = scores, base = summarize(ours), summarize(bicubic)
         result[key] = {**scores, "bicubic": base, "psnr_gain_db": scores["psnr"] - base["psnr"]}
+        if ensemble is not None:
+            result[key]["ensemble"] = rows[(key, f"{label} x8")] = summarize(
+                run_eval(ensemble, pairs, desc=f"{key}: {label} x8", **kwargs))
         tables.append(ours.merge(bicubic, on="image", suffixes=("", "_bicubic")).assign(dataset=key))
     write_json(metrics, result)
     with atomic_path(per_image) as tmp:
@@ -248,6 +339,8 @@ def export_onnx(
     from .models import load_model
 
     p = read(params, set_)
+    for path in (out, metrics):
+        check_writable(path)
     model, _ = load_model(checkpoint)
     scale = model.scale
     e = p.export
@@ -271,41 +364,37 @@ def benchmark(
     set_: Overrides = None,
     checkpoint: Annotated[Path, typer.Option(help="trained checkpoint (PyTorch eager).")] = BEST,
     exported: Annotated[Path, typer.Option(help="folder with the exported ONNX files.")] = EXPORT_DIR,
-    metrics: Annotated[Path, typer.Option(help="benchmark metrics JSON.")] = Path("metrics/benchmark.json"),
+    metrics: Annotated[Path, typer.Option(help="headline metrics JSON: each engine's latency at the largest size and thread count.")] = Path("metrics/benchmark.json"),
     table: Annotated[Path, typer.Option(help="latency per input size, for dvc plots.")] = Path("metrics/benchmark_latency.csv"),
+    results: Annotated[Path, typer.Option(help="every measurement: one row per engine, input size and thread count.")] = Path("stages/benchmark/results.csv"),
 ) -> None:
     """Latency, throughput, memory and GFLOP/s of ONNX Runtime and PyTorch eager.
 
     Median and p90 latency, megapixels/s, peak memory and achieved GFLOP/s of ONNX Runtime per
-    exported precision and of PyTorch eager, per input size and thread count.
+    exported precision and of PyTorch eager, per input size and thread count, beside the matmul
+    rate of each engine's arithmetic (fp32, bf16, int8) measured in the same run.
     """
-    from .benchmark import latency_table, run_benchmark
+    from .benchmark import headline, latency_table, report_lines, results_table, run_benchmark
     from .export import PRECISIONS, onnx_path
     from .io import atomic_path
     from .models import load_model, macs_per_output_pixel
 
     p = read(params, set_)
+    for path in (metrics, table, results):
+        check_writable(path)
     model, _ = load_model(checkpoint)
     onnx_files = {q: onnx_path(exported, q) for q in PRECISIONS if onnx_path(exported, q).is_file()}
     if "fp32" not in onnx_files:
         raise SrpipeError(f"ONNX file not found: {onnx_path(exported, 'fp32')} (run export-onnx first)")
     b = p.benchmark
-    results = run_benchmark(checkpoint, onnx_files, model.scale, macs_per_output_pixel(model),
-                            b.sizes, b.threads, b.warmup, b.repeats)
-    write_json(metrics, results)
-    with atomic_path(table) as tmp:
-        latency_table(results).to_csv(tmp, index=False)
-    typer.echo(f"fp32 matmul: {results['matmul_gflops']} GFLOP/s")
-    for engine, by_size in results.items():
-        if engine in ("matmul_gflops", "speedup"):
-            continue
-        for size, by_threads in by_size.items():
-            for threads, r in by_threads.items():
-                typer.echo(f"{engine:18s} {size:>9s} {threads:9s} {r['latency_ms']:9.2f} ms  "
-                           f"{r['mpix_per_s']:6.2f} MP/s  {r['gflops']:6.1f} GFLOP/s  peak {r['peak_rss_mb']:7.1f} MB "
-                           f"(+{r['run_rss_mb']:.1f} MB running)")
-    for key, by_size in results["speedup"].items():
-        typer.echo(f"{key}: {by_size}")
+    measured = run_benchmark(checkpoint, onnx_files, model.scale, macs_per_output_pixel(model),
+                             b.sizes, b.threads, b.warmup, b.repeats)
+    write_json(metrics, headline(measured))
+    for path, frame in ((table, latency_table(measured)), (results, results_table(measured))):
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+    for line in report_lines(measured):
+        typer.echo(line)
 
 
 @app.command()
@@ -318,29 +407,30 @@ def upscale(
     overlap: Annotated[int, typer.Option(min=0, help="LR pixels of context around each tile.")] = 16,
     scale: Annotated[Optional[int], typer.Option(help="expected scale; checked against the model.")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help=f"output format ({', '.join(FORMATS)}); default: the input's.")] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="average the model over the 8 flips and rotations of each tile (EDSR+: a little sharper, 8x the time).")] = False,
 ) -> None:
     """Upscale images with a trained model, tile by tile so that memory stays bounded.
 
-    Never overwrites an input. A file that cannot be read is reported and skipped; the command
-    exits 1 at the end if any image failed.
+    Any ONNX model that maps an N x 3 x H x W image to an upscaled one works. Never overwrites an
+    input, nor one output with another: that is checked before any work. Alpha is kept (png,
+    tiff, webp). A file that cannot be read, or an image too large for the memory at this
+    --tile, is reported and skipped; the command exits 1 at the end if any image failed.
     """
     from .upscale import upscale_files
-    from .upscalers import load_upscaler
+    from .upscalers import open_model
 
     if fmt is not None and fmt.lower() not in FORMATS:
         raise typer.BadParameter(f"{fmt!r}; choose from {', '.join(FORMATS)}", param_hint="--format")
-    suffix = model.suffix.lower()
-    if suffix not in (".onnx", ".pt", ".pth"):
+    if model.suffix.lower() not in (".onnx", ".pt", ".pth"):
         raise typer.BadParameter(f"{model}: expected a .onnx or .pt file", param_hint="--model")
-    upscaler, model_scale, _ = load_upscaler(
-        checkpoint=model if suffix != ".onnx" else None, onnx=model if suffix == ".onnx" else None, scale=scale
-    )
-    if scale is not None and scale != model_scale:
-        raise SrpipeError(f"--scale {scale} does not match the model's scale {model_scale}")
-    written, failed = upscale_files(list(inputs), upscaler, model_scale, out, tile, overlap, fmt)
+    check_writable(out, folder=True)
+    loaded = open_model(model, ensemble)
+    if scale is not None and scale != loaded.scale:
+        raise SrpipeError(f"--scale {scale} does not match the model's scale {loaded.scale}")
+    written, failed = upscale_files(list(inputs), loaded, out, tile, overlap, fmt)
     for src, why in failed:
         typer.echo(f"srpipe: error: {why}", err=True)
-    typer.echo(f"{len(written)} image(s) upscaled x{model_scale} into {out}")
+    typer.echo(f"{len(written)} image(s) upscaled x{loaded.scale} into {out}")
     if failed:
         fail(f"{len(failed)} of {len(written) + len(failed)} image(s) failed", 1)
 
@@ -432,6 +522,7 @@ def data_fetch(
 
 
 def main() -> None:
+    warnings.showwarning = show_warning
     app(prog_name="srpipe")
 
 

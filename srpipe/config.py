@@ -9,18 +9,32 @@ with a one-line message naming the key and what is allowed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 
 class ParamsError(ValueError):
     """params.yaml (or an override) is missing, malformed or out of range."""
 
 
+def _takes_bool(annotation: Any) -> bool:
+    return annotation is bool or any(_takes_bool(a) for a in get_args(annotation))
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML's true/false is a number to pydantic (train.epochs=true would be 1 epoch): only
+        the switches take it."""
+        if isinstance(value, bool) and not _takes_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number or text, not true/false")
+        return value
 
 
 class DataParams(_Section):
@@ -189,6 +203,7 @@ class EvalParams(_Section):
     crop_border: Optional[int] = Field(None, ge=0, description="null: crop `scale` pixels")
     y_channel: bool = True
     lpips: bool = True
+    self_ensemble: bool = Field(False, description="also score the model averaged over 8 flips/rotations (EDSR+)")
     lpips_backbone: Optional[str] = Field(
         None, description="local AlexNet backbone file for LPIPS; null: $SRPIPE_LPIPS_BACKBONE or download"
     )
@@ -321,9 +336,12 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     except OSError as exc:
         raise ParamsError(f"cannot read params file {path}: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raise ParamsError(f"{path} is empty; copy params.yaml from the srpipe project (every key has a default "
+                          "there) and change what you need")
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
     return validate_params(apply_overrides(raw, overrides or []), str(path))

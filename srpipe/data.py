@@ -7,8 +7,10 @@ workers, because every draw depends on (seed, image name) alone and the manifest
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +32,15 @@ def lr_dirname(scale: int) -> str:
 
 
 def degraded_pair(
-    path: Path, scale: int, degradation: DegradationParams | None, seed: int
+    path: Path, scale: int, degradation: DegradationParams | None, seed: int, min_side: int = 0
 ) -> tuple[str, np.ndarray, np.ndarray, tuple[Draw, ...]]:
-    """(PNG name, HR cropped to a multiple of ``scale``, its LR version, the draws per pass) for one image."""
+    """(PNG name, HR cropped to a multiple of ``scale``, its LR version, the draws per pass) for one
+    image; an image whose sides are under ``min_side`` (what the metrics need) is an error."""
     hr = crop_to_multiple(read_image(path), scale)
-    if min(hr.shape[:2]) < scale:
-        raise SrpipeError(f"image smaller than the scale factor: {path}")
+    if min(hr.shape[:2]) < max(scale, min_side):
+        need = max(scale, min_side)
+        raise SrpipeError(f"image too small: {path} is {hr.shape[1]}x{hr.shape[0]} px (cropped to a multiple of "
+                          f"{scale}), the scores need at least {need}x{need}; remove it from the set")
     lr, drawn = degrade(hr, scale, degradation, seed, path.stem)
     return path.stem + ".png", hr, lr, drawn
 
@@ -52,9 +57,10 @@ def source_files(source: str, limit: int | None = None, raw_dir: str | Path = "d
     return files
 
 
-def _prepare_one(path: Path, out: Path, scale: int, degradation: DegradationParams | None, seed: int) -> dict:
+def _prepare_one(path: Path, out: Path, scale: int, degradation: DegradationParams | None, seed: int,
+                 min_side: int) -> dict:
     """Write one image's HR and LR PNGs into ``out``; return its manifest row."""
-    name, hr, lr, drawn = degraded_pair(path, scale, degradation, seed)
+    name, hr, lr, drawn = degraded_pair(path, scale, degradation, seed, min_side)
     write_image(out / "hr" / name, hr)
     write_image(out / lr_dirname(scale) / name, lr)
     kind = degradation.kind if degradation else "bicubic"
@@ -70,21 +76,50 @@ def prepare(
     seed: int = 0,
     workers: int = 1,
     desc: str = "degrade",
+    min_side: int = 0,
 ) -> pd.DataFrame:
     """Write ``out_dir/hr/*.png``, ``out_dir/lr_xS/*.png`` and ``out_dir/manifest.csv`` for ``files``
-    (from :func:`source_files`), on ``workers`` processes.
+    (from :func:`source_files`), on ``workers`` processes; images with a side under ``min_side``
+    (sets that are scored: :func:`srpipe.metrics.min_side`) are an error.
 
     The manifest records, per image, the source file, sizes and every degradation draw. The
     folder appears whole or not at all. Returns the manifest.
     """
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, clean=True) as tmp:
         (tmp / "hr").mkdir(parents=True)
         (tmp / lr_dirname(scale)).mkdir()
-        job = functools.partial(_prepare_one, out=tmp, scale=scale, degradation=degradation, seed=seed)
+        job = functools.partial(_prepare_one, out=tmp, scale=scale, degradation=degradation, seed=seed,
+                                min_side=min_side)
         rows = list(progress(ordered_map(job, files, workers), total=len(files), desc=desc, unit="img"))
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / MANIFEST, index=False)
     return manifest
+
+
+@dataclass(frozen=True)
+class PrepareJob:
+    """One set for :func:`prepare_all`: its folder under the output (``train``, ``eval/set5``), its
+    files (found beforehand), its degradation (None: bicubic) and the smallest side it accepts."""
+
+    folder: str
+    files: list[Path]
+    degradation: DegradationParams | None
+    min_side: int = 0
+
+
+def prepare_all(jobs: list[PrepareJob], out_dir: str | Path, scale: int, seed: int = 0, workers: int = 1) -> None:
+    """:func:`prepare` every job into ``out_dir``, all or nothing: each top-level folder
+    (``train``, ``valid``, ``eval``) is written under a temporary name, and all are renamed into
+    place only when every set is done, so a failure leaves the previous outputs as they were."""
+    out_dir = Path(out_dir)
+    with contextlib.ExitStack() as stack:
+        tops = {job.folder.split("/")[0] for job in jobs}
+        tmp = {top: stack.enter_context(atomic_path(out_dir / top, clean=True)) for top in sorted(tops)}
+        for job in jobs:
+            top, _, sub = job.folder.partition("/")
+            tmp[top].mkdir(exist_ok=True)
+            prepare(job.files, tmp[top] / sub if sub else tmp[top], scale, job.degradation, seed, workers,
+                    desc=job.folder, min_side=job.min_side)
 
 
 class Pairs(Sequence):
@@ -116,10 +151,11 @@ def prepared_pairs(prepared_dir: str | Path, scale: int, limit: int | None = Non
 
 def make_pairs(
     source: str, scale: int, degradation: DegradationParams | None = None, seed: int = 0,
-    raw_dir: str | Path = "data/raw",
+    raw_dir: str | Path = "data/raw", min_side: int = 0,
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, HR, LR) triples made on the fly from any dataset, as :func:`prepare` would write them."""
-    return [degraded_pair(path, scale, degradation, seed)[:3] for path in dataset_files(source, raw_dir)]
+    """(name, HR, LR) triples made on the fly from any dataset, as :func:`prepare` would write them
+    (two images of one name, or one under ``min_side``, stop before any is scored)."""
+    return [degraded_pair(path, scale, degradation, seed, min_side)[:3] for path in source_files(source, None, raw_dir)]
 
 
 def load_pairs(prepared_dir: str | Path, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:

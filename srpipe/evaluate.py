@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -9,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from .imresize import imresize
-from .io import write_image
-from .metrics import LPIPS, psnr, ssim
+from .io import SrpipeError, write_image
+from .metrics import LPIPS, min_side, psnr, ssim
 from .progress import progress
 from .upscalers import Upscaler
 from .visualize import comparison_strip
@@ -32,9 +33,15 @@ def evaluate(
     """
     rows = []
     for name, hr, lr in progress(pairs, total=len(pairs), desc=desc, unit="img", leave=False):
+        if min(hr.shape[:2]) < min_side(crop_border):
+            warnings.warn(f"{name} skipped: {hr.shape[1]}x{hr.shape[0]} px is too small to score (at least "
+                          f"{min_side(crop_border)} px a side with {crop_border} px cropped at each border)")
+            continue
         sr = upscaler(lr)
         if sr.shape != hr.shape:
-            raise ValueError(f"{name}: upscaled to {sr.shape[:2]}, HR is {hr.shape[:2]} (wrong scale?)")
+            raise SrpipeError(f"{name}: upscaled to {sr.shape[1]}x{sr.shape[0]}, the HR image is "
+                              f"{hr.shape[1]}x{hr.shape[0]}: the model's scale does not fit the data; "
+                              "prepare the data at the model's scale")
         row = {
             "image": name,
             "psnr": psnr(sr, hr, crop_border, y_channel),
@@ -52,4 +59,6 @@ def evaluate(
 
 
 def summarize(frame: pd.DataFrame) -> dict[str, float]:
+    if frame.empty:
+        raise SrpipeError("no image could be scored (all were too small); use larger images")
     return {col: float(frame[col].mean()) for col in frame.columns if col != "image"}

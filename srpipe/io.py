@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -14,7 +16,11 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# The one list of image formats srpipe reads from folders and writes (`upscale --format`).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# What libjpeg says (on stderr, unseen by OpenCV's caller) when a file is cut short or damaged;
+# OpenCV then returns the image with a grey remainder.
+JPEG_DAMAGE = ("Premature end of JPEG file", "Corrupt JPEG data")
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # srpipe reports unreadable files itself
 
@@ -35,7 +41,7 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def to_rgb_uint8(img: np.ndarray, name: str = "image") -> np.ndarray:
-    """Any decoded image (gray, RGB, RGBA; uint8 or uint16; float in [0, 1]) as HxWx3 uint8 RGB."""
+    """A decoded image (gray or RGB; uint8 or uint16; float in [0, 1]) as HxWx3 uint8 RGB."""
     if img.dtype == np.uint16:
         img = np.floor(img.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -50,38 +56,117 @@ def to_rgb_uint8(img: np.ndarray, name: str = "image") -> np.ndarray:
     channels = img.shape[2]
     if channels == 1:
         img = np.repeat(img, 3, axis=2)
-    elif channels == 4:
-        warnings.warn(f"{name}: alpha channel dropped", stacklevel=2)
-        img = img[:, :, :3]
     elif channels != 3:
         raise SrpipeError(f"{name}: unsupported number of channels {channels}")
     return np.ascontiguousarray(img)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB; an unreadable file raises SrpipeError naming it."""
+@contextlib.contextmanager
+def _stderr_lines() -> Iterator[list[str]]:
+    """Collect what native code writes on file descriptor 2 inside the block (libjpeg's warnings)."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode(errors="replace").splitlines())
+
+
+def imread_raw(path: str | Path) -> np.ndarray:
+    """Decode an image file as OpenCV does (BGR order, any depth and channels); a missing,
+    unreadable, truncated or damaged file raises SrpipeError naming it."""
     path = Path(path)
     if not path.is_file():
         raise SrpipeError(f"image not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    with _stderr_lines() as said:  # libjpeg's and libpng's own words, which OpenCV does not pass on
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    damage = [line for line in said if line.startswith(JPEG_DAMAGE)]
     if img is None:
-        raise SrpipeError(f"cannot read image (corrupt or unsupported format): {path}")
-    if img.ndim == 3 and img.shape[2] >= 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return to_rgb_uint8(img, str(path))
+        why = f" ({said[0].strip()})" if said else ""
+        raise SrpipeError(f"cannot read image (corrupt, truncated or unsupported format{why}): {path}")
+    if damage:
+        raise SrpipeError(f"damaged image (libjpeg: {damage[0].rstrip('.')}): {path}; "
+                          "its lower part would be grey: replace or remove the file")
+    if said:
+        print("\n".join(said), file=sys.stderr)
+    return img
+
+
+def read_image_alpha(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Read an image file as (HxWx3 uint8 RGB, HxW uint8 alpha or None, bits per channel in the
+    file): what :func:`read_image` gives, plus what it drops, for writers that keep it."""
+    img = imread_raw(path)
+    bits = img.dtype.itemsize * 8
+    alpha = None
+    if img.ndim == 3 and img.shape[2] == 4:
+        img, alpha = img[:, :, :3], np.ascontiguousarray(to_rgb_uint8(img[:, :, 3], str(path))[:, :, 0])
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return to_rgb_uint8(img, str(path)), alpha, bits
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB; an unreadable or damaged file raises SrpipeError naming it."""
+    rgb, alpha, _ = read_image_alpha(path)
+    if alpha is not None:
+        warnings.warn(f"{path}: alpha channel dropped", stacklevel=2)
+    return rgb
+
+
+def _temporary_name(path: Path) -> re.Pattern:
+    """What :func:`atomic_path` names its temporaries for ``path``: ``.STEM.PID.RANDOM.tmpSUFFIX``."""
+    return re.compile(rf"\.{re.escape(path.stem)}\.(\d+)\.[a-z0-9_]{{8}}\.tmp{re.escape(path.suffix)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(path: str | Path) -> list[Path]:
+    """Remove the temporaries that killed writers of ``path`` left beside it (only srpipe's own,
+    recognised by their name, and only those whose process is gone); returns them."""
+    path = Path(path)
+    pattern = _temporary_name(path)
+    stale = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(path.parent):
+            match = pattern.fullmatch(entry.name)
+            if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+                stale.append(Path(entry.path))
+    for old in stale:
+        size = sum(f.stat().st_size for f in old.rglob("*") if f.is_file()) if old.is_dir() else old.stat().st_size
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        warnings.warn(f"removed {old} ({size / 2**20:.1f} MiB), left by a killed run", stacklevel=3)
+    return stale
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, clean: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     Works for files and folders: a killed or failed writer leaves the old output (or nothing),
     never a half-written one. The temporary name keeps the suffix so format-by-extension writers
-    (OpenCV, ONNX) still work.
+    (OpenCV, ONNX) still work, and holds the writer's process id: with ``clean`` (a stage's own
+    outputs), temporaries of ``path`` that killed runs left are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    if clean:
+        remove_stale(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=f".tmp{path.suffix}",
+                                    dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()
@@ -97,6 +182,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def check_writable(path: str | Path, folder: bool = False) -> None:
+    """Fail now, before any work, if ``path`` cannot be written: an output written whole (a file
+    or a folder, through :func:`atomic_path`) needs its parent folder; with ``folder``, a folder
+    to write files into needs itself (and must not be a file)."""
+    path = Path(path)
+    where = path if folder else path.parent
+    if folder and path.exists() and not path.is_dir():
+        raise SrpipeError(f"{path} is a file, not a folder; choose another output folder")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as exc:
+        raise SrpipeError(f"cannot write to {where} ({exc.strerror or exc}); choose another output path or "
+                          "make it writable") from None
+
+
 def write_image(path: str | Path, img: np.ndarray) -> None:
     """Write HxWx3 uint8 RGB atomically; the format follows the suffix."""
     with atomic_path(path) as tmp:
@@ -107,3 +209,10 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
 def write_json(path: str | Path, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_rgba(path: str | Path, img: np.ndarray) -> None:
+    """Write HxWx4 uint8 RGBA atomically, for formats that hold alpha (png, tiff, webp)."""
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)):
+            raise SrpipeError(f"cannot write image: {path}")

@@ -17,6 +17,12 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from .io import SrpipeError
 
 BACKBONE_ENV = "SRPIPE_LPIPS_BACKBONE"
+SSIM_WINDOW = 11  # the side of SSIM's Gaussian window (sigma 1.5, cut at 3.5 sigma)
+
+
+def min_side(crop_border: int) -> int:
+    """The smallest HR side the protocol can score: SSIM's window plus the border cropped at each side."""
+    return SSIM_WINDOW + 2 * crop_border
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
@@ -58,6 +64,10 @@ def ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0, y_channel: bool =
     )
 
 
+BACKBONE_FIX = (f"give a local AlexNet file with eval.lpips_backbone or {BACKBONE_ENV} (README: 'LPIPS without "
+                "internet'), or turn LPIPS off with eval.lpips=false")
+
+
 def load_lpips_backbone(model, backbone: str | Path) -> None:
     """Load torchvision-style ``features.N.*`` AlexNet weights into an ``lpips.LPIPS`` model."""
     import torch
@@ -65,18 +75,36 @@ def load_lpips_backbone(model, backbone: str | Path) -> None:
     path = Path(backbone)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as exc:
-        raise SrpipeError(f"cannot load LPIPS backbone {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001: torch.load raises pickle's, zipfile's and its own errors
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a PyTorch weights file"
+        raise SrpipeError(f"cannot load the LPIPS backbone {path} ({why}); {BACKBONE_FIX}") from None
     target = {}
     for name in ("slice1", "slice2", "slice3", "slice4", "slice5"):
         for key, value in getattr(model.net, name).state_dict().items():
             target[f"features.{key}"] = (name, key, value)
-    missing = sorted(set(target) - set(state))
-    if missing:
-        raise SrpipeError(f"LPIPS backbone {path} lacks keys: {', '.join(missing)}")
+    missing = sorted(set(target) - set(state)) if isinstance(state, dict) else sorted(target)
+    wrong = [k for k in sorted(set(target) - set(missing)) if tuple(state[k].shape) != tuple(target[k][2].shape)]
+    if missing or wrong:
+        what = f"lacks {', '.join(missing)}" if missing else f"has other shapes for {', '.join(wrong)}"
+        raise SrpipeError(f"the LPIPS backbone {path} is not AlexNet's features: it {what}; {BACKBONE_FIX}")
     with torch.no_grad():
         for full_key, (name, key, value) in target.items():
             getattr(model.net, name).state_dict()[key].copy_(state[full_key])
+
+
+def _lpips_model(pretrained_backbone: bool):
+    """lpips's AlexNet v0.1; without a local backbone, torchvision downloads AlexNet's weights."""
+    import warnings
+
+    import lpips
+
+    try:
+        with warnings.catch_warnings():  # torchvision's deprecation notice about lpips's `pretrained=` call
+            warnings.simplefilter("ignore", UserWarning)
+            return lpips.LPIPS(net="alex", version="0.1", pnet_rand=not pretrained_backbone, verbose=False)
+    except (OSError, RuntimeError) as exc:  # urllib's URLError is an OSError
+        raise SrpipeError(f"LPIPS: its AlexNet backbone could not be downloaded ({getattr(exc, 'reason', exc)}); "
+                          f"{BACKBONE_FIX}") from None
 
 
 class LPIPS:
@@ -87,14 +115,8 @@ class LPIPS:
     """
 
     def __init__(self, backbone: str | Path | None = None, device: str = "cpu"):
-        import warnings
-
-        import lpips
-
         backbone = backbone or os.environ.get(BACKBONE_ENV) or None
-        with warnings.catch_warnings():  # torchvision's deprecation notice about lpips's `pretrained=` call
-            warnings.simplefilter("ignore", UserWarning)
-            self.model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=backbone is not None, verbose=False)
+        self.model = _lpips_model(pretrained_backbone=backbone is None)
         if backbone is not None:
             load_lpips_backbone(self.model, backbone)
         self.model.eval().to(device)

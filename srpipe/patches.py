@@ -93,7 +93,7 @@ def extract(prepared_dir: str | Path, out_dir: str | Path, scale: int, workers: 
     index = plan_store(prepared_dir, scale)
     if index.empty:
         raise SrpipeError(f"no images in {prepared_dir}")
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, clean=True) as tmp:
         tmp.mkdir()
         for file, column, size in ((HR_FILE, "hr_offset", index["height"] * index["width"]),
                                    (LR_FILE, "lr_offset", index["lr_height"] * index["lr_width"])):

@@ -52,12 +52,17 @@ def save_checkpoint(path: str | Path, model: nn.Module, arch: dict[str, Any], **
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    hint = "; for an ONNX model use --onnx (evaluate) or --model (upscale)" if path.suffix.lower() == ".onnx" else \
+        "; give a checkpoint written by srpipe train or srpipe import-weights"
+    if not path.is_file():
+        raise SrpipeError(f"checkpoint not found: {path}{hint}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise SrpipeError(f"cannot load checkpoint {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001: torch.load raises pickle's, zipfile's and its own errors
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a PyTorch file, or a damaged one"
+        raise SrpipeError(f"cannot load checkpoint {path} ({why}){hint}") from None
     if not isinstance(ckpt, dict) or "arch" not in ckpt:
-        raise SrpipeError(f"{path} is not an srpipe checkpoint (no architecture recorded)")
+        raise SrpipeError(f"{path} is not an srpipe checkpoint (no architecture recorded){hint}")
     return ckpt
 
 
