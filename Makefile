@@ -14,10 +14,10 @@ ifneq ($(LPIPS_LOCAL),)
 export SRPIPE_LPIPS_BACKBONE ?= $(LPIPS_LOCAL)
 endif
 
-.PHONY: install install-dev demo test clean
+.PHONY: install install-dev plots-page demo test clean
 
-install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+install: $(VENV)/.installed plots-page
+install-dev: $(VENV)/.installed-dev plots-page
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --no-deps --no-build-isolation "$(BASICSR_SPEC)"
 	touch $@
 
+# `dvc plots show` offline: vega, vega-lite and vega-embed from the npm registry (`npm pack`), inlined
+# into DVC's page template, which .dvc/config.local names (without it, DVC's page loads them from a CDN).
+PLOTS_PAGE := build/dvc-plots.html
+plots-page: $(PLOTS_PAGE)
+
+$(PLOTS_PAGE): srpipe/plots_page.py | $(VENV)/.installed
+	@if $(BIN)/python -m srpipe.plots_page $@; then dvc config --local plots.html_template ../$@; \
+	else echo "make: no offline plots page (see above); dvc plots show will load vega from a CDN"; fi
+
 demo: install
 	dvc repro
 	dvc metrics show metrics/evaluate.json
@@ -46,6 +55,7 @@ demo: install
 	dvc plots show
 	@echo "All metrics: dvc metrics show. Curves: open dvc_plots/index.html"
 
+# .ci/run also installs Chromium, for the test that renders the plots page (skipped without it)
 test: install-dev
 	$(BIN)/python -m pytest
 

@@ -3,13 +3,19 @@
 Every engine (ONNX Runtime per exported precision, PyTorch eager in fp32 and, where the CPU
 supports it, bf16) runs in a fresh process of its own. For every input size and thread count:
 median and p90 latency after warm-up, output megapixels/s, peak resident memory (and how much
-running added to it), achieved GFLOP/s (from the model's multiply-adds) and that as a share of
-the machine's fp32 matmul rate, measured in the same run.
+running added to it), achieved GFLOP/s (from the model's multiply-adds: integer operations for
+int8) and that as a share of the machine's matrix-multiply rate in the engine's own arithmetic,
+measured in the same run: fp32 (torch), bf16 (torch) and int8 (ONNX Runtime MatMulInteger on
+uint8 x int8, the arithmetic of a QDQ-quantized model).
+
+``run_benchmark`` returns everything, nested; ``headline`` is the little that ``dvc exp show``
+and ``dvc metrics diff`` compare, ``results_table`` the whole grid, one row per measurement.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import multiprocessing
 import resource
 import statistics
@@ -22,7 +28,7 @@ import torch
 
 from .hardware import bf16_supported
 from .progress import progress
-from .upscalers import ONNX_INPUT, ONNX_OUTPUT, ort_session
+from .upscalers import onnx_io, ort_session
 
 
 def time_runs(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
@@ -37,35 +43,76 @@ def time_runs(fn: Callable[[], object], warmup: int, repeats: int) -> list[float
     return times
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10, threads: int | None = None) -> float:
-    """The machine's fp32 matrix-multiply rate (GFLOP/s) with torch, the yardstick for model speed."""
+def matmul_gflops(n: int = 2048, repeats: int = 10, threads: int | None = None,
+                  dtype: torch.dtype = torch.float32) -> float:
+    """The machine's matrix-multiply rate (GFLOP/s) with torch in ``dtype``, the yardstick for model speed."""
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         times = time_runs(lambda: a @ b, warmup=3, repeats=repeats)
     finally:
         torch.set_num_threads(previous)
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def int8_matmul_gops(n: int = 2048, repeats: int = 10, threads: int | None = None) -> float:
+    """The machine's int8 matrix-multiply rate (GOP/s): ONNX Runtime's MatMulInteger on uint8 x int8
+    matrices, the kernels that run a QDQ-quantized model (uint8 activations, int8 weights). The int8
+    matrix is a constant, which ONNX Runtime packs once, as it does a model's weights."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array(rng.integers(-128, 128, (n, n), dtype=np.int8), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "int8_matmul",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], initializer=[weights],
+    )
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feeds = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8)}
+    times = time_runs(lambda: session.run(None, feeds), warmup=3, repeats=repeats)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+# The matmul rate each engine is measured against, by the arithmetic it runs in; results keys
+MATMUL = {"fp32": "matmul_gflops", "bf16": "matmul_bf16_gflops", "int8": "matmul_int8_gops"}
+
+
+def matmul_rates(arithmetic: set[str], threads: list[int]) -> dict:
+    """``{'matmul_gflops': {'threadsN': rate}, ...}`` for each arithmetic in ``arithmetic`` (fp32 always)."""
+    measure = {"fp32": matmul_gflops, "bf16": functools.partial(matmul_gflops, dtype=torch.bfloat16),
+               "int8": int8_matmul_gops}
+    return {MATMUL[a]: {f"threads{t}": round(measure[a](threads=t), 2) for t in threads}
+            for a in MATMUL if a in arithmetic | {"fp32"}}
+
+
 def engines(checkpoint: Path, onnx_files: dict[str, Path]) -> dict[str, dict]:
-    """Engine name -> what the worker needs to build it."""
+    """Engine name -> what the worker needs to build it, and ``matmul``: the arithmetic it runs in
+    on the CPU (fp32, bf16, int8), whose matmul rate it is compared with (None on a GPU)."""
     import onnxruntime as ort
 
     found: dict[str, dict] = {}
     gpu = "CUDAExecutionProvider" in ort.get_available_providers()
     for precision, path in onnx_files.items():
         if precision != "fp16":  # fp16 is for GPU providers
-            found[f"onnxruntime-{precision}"] = {"onnx": str(path), "providers": ["CPUExecutionProvider"]}
+            found[f"onnxruntime-{precision}"] = {"onnx": str(path), "providers": ["CPUExecutionProvider"],
+                                                 "matmul": precision}
         if gpu:
-            found[f"onnxruntime-cuda-{precision}"] = {"onnx": str(path), "providers": ["CUDAExecutionProvider"]}
+            found[f"onnxruntime-cuda-{precision}"] = {"onnx": str(path), "providers": ["CUDAExecutionProvider"],
+                                                      "matmul": None}
     if "TensorrtExecutionProvider" in ort.get_available_providers() and "fp32" in onnx_files:
-        found["onnxruntime-tensorrt"] = {"onnx": str(onnx_files["fp32"]), "providers": ["TensorrtExecutionProvider"]}
-    found["torch-fp32"] = {"checkpoint": str(checkpoint), "bf16": False}
+        found["onnxruntime-tensorrt"] = {"onnx": str(onnx_files["fp32"]), "providers": ["TensorrtExecutionProvider"],
+                                         "matmul": None}
+    found["torch-fp32"] = {"checkpoint": str(checkpoint), "bf16": False, "matmul": "fp32"}
     if bf16_supported():
-        found["torch-bf16"] = {"checkpoint": str(checkpoint), "bf16": True}
+        found["torch-bf16"] = {"checkpoint": str(checkpoint), "bf16": True, "matmul": "bf16"}
     return found
 
 
@@ -77,7 +124,8 @@ def _runner(spec: dict, threads: int) -> Callable[[np.ndarray], object]:
             session = ort_session(spec["onnx"], threads)
         else:
             session = ort.InferenceSession(spec["onnx"], providers=spec["providers"])
-        return lambda x: session.run([ONNX_OUTPUT], {ONNX_INPUT: x})
+        inp, out = onnx_io(session, spec["onnx"])  # srpipe's names, or another tool's
+        return lambda x: session.run([out], {inp: x})
     from .models import load_model
 
     model, _ = load_model(spec["checkpoint"])
@@ -134,22 +182,45 @@ def run_benchmark(
     checkpoint: Path, onnx_files: dict[str, Path], scale: int, macs_per_pixel: float,
     sizes: list[tuple[int, int]], threads: list[int], warmup: int, repeats: int,
 ) -> dict:
-    """``{engine: {'HxW': {'threadsN': {...}}}, 'matmul_gflops': {...}, 'speedup': {...}}``."""
-    results: dict = {"matmul_gflops": {f"threads{t}": round(matmul_gflops(threads=t), 2) for t in threads}}
+    """``{engine: {'HxW': {'threadsN': {...}}}, 'matmul_gflops': {'threadsN': rate}, ..., 'speedup': {...}}``:
+    every engine in a fresh process, beside the matmul rates of the arithmetic the engines run in."""
     found = engines(checkpoint, onnx_files)
+    results: dict = matmul_rates({spec["matmul"] for spec in found.values()} - {None}, threads)
     context = multiprocessing.get_context("spawn")
     for name, spec in progress(list(found.items()), desc="benchmark", unit="engine"):
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
             measured = pool.submit(measure_engine, spec, sizes, threads, warmup, repeats, scale).result()
-        for size, by_threads in measured.items():
-            h, w = map(int, size.split("x"))
-            for tkey, r in by_threads.items():
-                gflops = 2 * macs_per_pixel * h * w * scale * scale / (r["latency_ms"] / 1e3) / 1e9
-                r["gflops"] = round(gflops, 2)
-                r["share_of_matmul"] = round(gflops / results["matmul_gflops"][tkey], 4)
-        results[name] = measured
+        results[name] = with_throughput(measured, macs_per_pixel, scale, spec["matmul"], results)
     results["speedup"] = speedups(results)
     return results
+
+
+def with_throughput(measured: dict, macs_per_pixel: float, scale: int, arithmetic: str | None, rates: dict) -> dict:
+    """Add to each cell ``gflops`` (2 x multiply-adds per second; integer operations for int8),
+    ``matmul`` (the engine's arithmetic) and ``share_of_matmul``: ``gflops`` over that arithmetic's
+    matmul rate in ``rates`` at the same thread count (None without a yardstick: GPU engines)."""
+    for size, by_threads in measured.items():
+        for tkey, r in by_threads.items():
+            gflops = 2 * macs_per_pixel * pixels(size) * scale * scale / (r["latency_ms"] / 1e3) / 1e9
+            share = round(gflops / rates[MATMUL[arithmetic]][tkey], 4) if arithmetic else None
+            r.update(gflops=round(gflops, 2), matmul=arithmetic, share_of_matmul=share)
+    return measured
+
+
+def pixels(size: str) -> int:
+    """Pixels of an ``'HxW'`` size key."""
+    h, w = map(int, size.split("x"))
+    return h * w
+
+
+def thread_count(key: str) -> int:
+    """The number in a ``'threadsN'`` key."""
+    return int(key.removeprefix("threads"))
+
+
+def engine_results(results: dict) -> dict:
+    """The engines' entries of ``run_benchmark``'s results, without the matmul rates and speedups."""
+    return {k: v for k, v in results.items() if not k.startswith(("matmul", "speedup"))}
 
 
 def speedups(results: dict) -> dict:
@@ -171,11 +242,49 @@ def latency_table(results: dict) -> "pd.DataFrame":
     import pandas as pd
 
     rows: dict[str, dict] = {}
-    for engine, by_size in results.items():
-        if engine in ("matmul_gflops", "speedup"):
-            continue
+    for engine, by_size in engine_results(results).items():
         for size, by_threads in by_size.items():
-            t = max(by_threads, key=lambda k: int(k.removeprefix("threads")))
-            h, w = map(int, size.split("x"))
-            rows.setdefault(size, {"size": size, "input_pixels": h * w})[engine] = by_threads[t]["latency_ms"]
+            t = max(by_threads, key=thread_count)
+            rows.setdefault(size, {"size": size, "input_pixels": pixels(size)})[engine] = by_threads[t]["latency_ms"]
     return pd.DataFrame(sorted(rows.values(), key=lambda r: r["input_pixels"]))
+
+
+def results_table(results: dict) -> "pd.DataFrame":
+    """The whole grid: one row per engine, input size and thread count, with the matmul rate
+    (``matmul_gops``) of the arithmetic (``matmul``) that ``share_of_matmul`` compares with."""
+    import pandas as pd
+
+    rows = []
+    for engine, by_size in engine_results(results).items():
+        for size, by_threads in by_size.items():
+            for tkey, r in by_threads.items():
+                rate = results[MATMUL[r["matmul"]]][tkey] if r.get("matmul") else None
+                rows.append({"engine": engine, "size": size, "input_pixels": pixels(size),
+                             "threads": thread_count(tkey), **r, "matmul_gops": rate})
+    return pd.DataFrame(rows)
+
+
+def headline(results: dict) -> dict:
+    """What ``dvc exp show`` and ``dvc metrics diff`` compare: each engine's median latency at the
+    largest input size and thread count (the whole grid is in ``results_table``)."""
+    grid = engine_results(results)
+    size = max((size for by_size in grid.values() for size in by_size), key=pixels)
+    tkey = max((t for by_size in grid.values() for t in by_size[size]), key=thread_count)
+    return {"latency_ms": {engine: by_size[size][tkey]["latency_ms"] for engine, by_size in grid.items()},
+            "input": size, "threads": thread_count(tkey)}
+
+
+def report_lines(results: dict) -> list[str]:
+    """``run_benchmark``'s results as lines for the terminal: the matmul rates, every measurement, the speedups."""
+    units = {"fp32": "GFLOP/s", "bf16": "GFLOP/s", "int8": "GOP/s"}
+    lines = [f"{arithmetic} matmul: {results[key]} {units[arithmetic]}" for arithmetic, key in MATMUL.items()
+             if key in results]
+    for engine, by_size in engine_results(results).items():
+        for size, by_threads in by_size.items():
+            for threads, r in by_threads.items():
+                share = f" = {r['share_of_matmul']:5.0%} of {r['matmul']} matmul" if r.get("matmul") else ""
+                lines.append(f"{engine:18s} {size:>9s} {threads:9s} {r['latency_ms']:9.2f} ms  "
+                             f"{r['mpix_per_s']:6.2f} MP/s  {r['gflops']:6.1f} GOP/s{share}  "
+                             f"peak {r['peak_rss_mb']:7.1f} MB (+{r['run_rss_mb']:.1f} MB running)")
+    lines += [f"{key}: {by_size}" for key, by_size in results["speedup"].items()]
+    return lines

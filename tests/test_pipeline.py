@@ -2,11 +2,14 @@
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -25,10 +28,10 @@ TINY = {
 }
 
 
-def sh(cwd, *cmd):
+def sh(cwd, *cmd, env=None):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com", **(env or {})}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{output}"
@@ -39,14 +42,12 @@ def ran(output):
     return [s for s in STAGES if f"Running stage '{s}'" in output]
 
 
-def flatten(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+def readme_exp_show():
+    """The `dvc exp show` commands of README's Experiments section (quality, then speed), as argument lists."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Experiments\n"):]
+    section = section[:section.index("\n## ", 1)].replace("\\\n", " ")
+    return [shlex.split(line, comments=True) for line in section.splitlines() if line.startswith("dvc exp show ")]
 
 
 def find(tree, key):
@@ -102,14 +103,22 @@ def test_repro_cache_and_experiment(repo):
     assert (repo / "stages/export-onnx/model.onnx").is_file() and export["max_abs_diff"] < 1e-4
     assert (repo / "stages/export-onnx/model.int8.onnx").is_file()
     assert abs(export["int8"]["delta_psnr"]) < 1.0 and export["int8"]["size_mb"] < export["fp32"]["size_mb"]
-    bench = flatten(json.loads((repo / "metrics/benchmark.json").read_text()))
-    latency = {k for k in bench if k.endswith(".latency_ms")}
-    assert {f"{e}.{s}.threads1.latency_ms" for e in ("onnxruntime-fp32", "onnxruntime-int8", "torch-fp32")
-            for s in ("24x24", "32x40")} <= latency
-    assert all(bench[k] > 0 for k in latency) and "matmul_gflops.threads1" in bench
-    assert "speedup.int8_over_fp32.32x40.threads1" in bench
+    bench = json.loads((repo / "metrics/benchmark.json").read_text())  # the headline: largest size and threads
+    assert {"onnxruntime-fp32", "onnxruntime-int8", "torch-fp32"} <= set(bench["latency_ms"])
+    assert all(ms > 0 for ms in bench["latency_ms"].values()) and (bench["input"], bench["threads"]) == ("32x40", 1)
+    grid = pd.read_csv(repo / "stages/benchmark/results.csv")  # every measurement
+    assert len(grid) == 2 * len(bench["latency_ms"]) and set(grid["size"]) == {"24x24", "32x40"}
+    at = grid.set_index(["engine", "size"])
+    assert at.loc[("onnxruntime-int8", "32x40"), "latency_ms"] == bench["latency_ms"]["onnxruntime-int8"]
+    assert at.loc[("onnxruntime-int8", "32x40"), "matmul"] == "int8"  # measured against the int8 matmul rate
+    assert at.loc[("onnxruntime-fp32", "32x40"), "matmul"] == "fp32"
     table = (repo / "metrics/benchmark_latency.csv").read_text().splitlines()
     assert table[0].startswith("size,input_pixels,") and len(table) == 3
+    # dvc plots show: the three charts dvc.yaml defines, no automatic ones
+    sh(repo, "dvc", "plots", "show", "-o", "plots")
+    charts = re.findall(r"vegaEmbed\('#([^']+)'", (repo / "plots/index.html").read_text())
+    assert charts == ["Validation_PSNR", "Training_loss", "Latency_vs_input_size"]
+    shutil.rmtree(repo / "plots")
     # generated files stay out of git: only dvc.lock and DVC's own .gitignore files are new
     status = sh(repo, "git", "status", "--porcelain", "--untracked-files=all").split()
     assert {Path(p).name for p in status if p not in ("M", "??")} <= {"dvc.lock", ".gitignore"}, status
@@ -125,11 +134,26 @@ def test_repro_cache_and_experiment(repo):
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))
     keys = {f"{path}:{key}" for path, changes in diff.items() for key in changes}
     for wanted in ("metrics/evaluate.json:sample-valid.psnr", "metrics/evaluate.json:set5.ssim",
-                   "metrics/evaluate.json:set5.lpips",
-                   "metrics/benchmark.json:onnxruntime-fp32.24x24.threads1.latency_ms"):
+                   "metrics/evaluate.json:set5.lpips", "metrics/evaluate.json:set5.psnr_gain_db",
+                   "metrics/export.json:int8.delta_psnr",
+                   "metrics/benchmark.json:latency_ms.onnxruntime-fp32",
+                   "metrics/benchmark.json:latency_ms.onnxruntime-int8"):
         assert wanted in keys, sorted(keys)
+    assert not [k for k in keys if re.search(r"\d+x\d+|threads\d", k)], sorted(keys)  # no benchmark grid
     psnr = diff["metrics/evaluate.json"]["set5.psnr"]
     assert psnr["old"] != psnr["new"]
+
+    # README's `dvc exp show` views fit a 160-column terminal, with the changed param and the headline
+    # numbers; the demo evaluates sample-valid only, so the tiny config's second dataset is dropped too
+    quality, speed = readme_exp_show()
+    for command, headers in ((quality, ["sample-valid.psnr", "sample-valid.ssim", "sample-valid.lpips",
+                                        "sample-valid.psnr_gain_db", "int8.delta_psnr"]),
+                             (speed, ["latency_ms.onnxruntime-fp32", "latency_ms.onnxruntime-int8",
+                                      "latency_ms.torch-fp32"])):
+        table = sh(repo, *command, "--drop", r"set5\.", env={"COLUMNS": "1000"})  # its natural width
+        lines = table.splitlines()
+        assert max(map(len, lines)) <= 160, table
+        assert set(lines[1].split()) >= {"Experiment", "model.attention", *headers}, table
 
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
     assert True in find(shown, "attention") and False in find(shown, "attention")
