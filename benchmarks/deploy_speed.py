@@ -7,7 +7,8 @@ Builds EDSR-baseline x2 (speed does not depend on the weights' values, so it is 
 exports it to ONNX, quantizes it to int8 calibrated on the bundled sample photos, and runs the
 pipeline's own benchmark (every engine in a fresh process). Prints the figures and whether the
 targets hold: ONNX Runtime fp32 >= 1.2x faster than PyTorch eager, int8 >= 2.5x faster than
-ONNX Runtime fp32.
+ONNX Runtime fp32. Last, the cost of the x8 self-ensemble (EDSR+: ``eval.self_ensemble``,
+``upscale --ensemble``) against the plain model, PyTorch fp32 on all threads.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from srpipe.benchmark import run_benchmark
+from srpipe.benchmark import run_benchmark, time_runs
 from srpipe.config import ModelParams
 from srpipe.datasets import dataset_files
 from srpipe.export import calibration_patches, export_onnx, onnx_path, quantize_int8
@@ -26,6 +27,15 @@ from srpipe.imresize import crop_to_multiple, imresize
 from srpipe.io import read_image
 from srpipe.models import build_model, macs_per_output_pixel, save_checkpoint
 from srpipe.training import model_arch
+from srpipe.upscalers import torch_upscaler
+
+
+def ensemble_cost(model: torch.nn.Module, lr, repeats: int = 3) -> tuple[float, float]:
+    """Median seconds of the plain model and of its x8 self-ensemble on one LR image."""
+    import statistics
+
+    return tuple(statistics.median(time_runs(lambda up=torch_upscaler(model, ensemble): up(lr), 1, repeats))
+                 for ensemble in (False, True))
 
 
 def main() -> None:
@@ -40,6 +50,8 @@ def main() -> None:
     arch = model_arch(ModelParams(name="edsr", preset=args.preset), scale=2)
     model = build_model(arch["name"], **arch["kwargs"]).eval()
     lr_images = [imresize(crop_to_multiple(read_image(p), 2), 0.5) for p in dataset_files("sample-valid")]
+    crop = lr_images[0][: args.size, : args.size].copy()
+    plain, ensemble = ensemble_cost(model, crop)
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(Path(tmp) / "model.pt", model, arch)
         export_onnx(model, onnx_path(tmp, "fp32"), opset=17)
@@ -58,6 +70,8 @@ def main() -> None:
     for key, target in (("ort_fp32_over_torch", 1.2), ("int8_over_fp32", 2.5)):
         for t, x in results["speedup"][key][size].items():
             print(f"{key:20s} {t:9s} {x:5.2f}x  target >= {target}x: {'PASS' if x >= target else 'FAIL'}")
+    print(f"self-ensemble x8, torch fp32, {crop.shape[1]}x{crop.shape[0]}: {plain * 1e3:.0f} ms -> "
+          f"{ensemble * 1e3:.0f} ms ({ensemble / plain:.1f}x)")
 
 
 if __name__ == "__main__":

@@ -312,3 +312,13 @@ def test_a_file_system_failure_is_one_line(project, monkeypatch):
     code, out = run("prepare-degradations")
     assert code == 1 and len(out.strip().splitlines()) == 1
     assert "data/prepared/train/hr/a.png: No space left on device" in out
+
+
+def test_evaluate_save_dir_never_overwrites_one_image_with_another(project):
+    """pic.png and pic.jpg would both be saved as pic_sr.png: stop before scoring, naming both."""
+    folder = photos(project / "set", n=1)
+    cv2.imwrite(str(folder / "img0.jpg"), cv2.imread(str(folder / "img0.png")))
+    code, out = run("evaluate", "--hr-dir", str(folder), "--baseline", "bicubic", "--out", "s.json",
+                    "--save-dir", "shots", "--set", "eval.lpips=false")
+    assert code == 1 and "two images named img0" in out and "img0.jpg" in out and "img0.png" in out
+    assert not (project / "shots").exists() or not any((project / "shots").iterdir())

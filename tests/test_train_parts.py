@@ -6,6 +6,8 @@ import torch
 
 from srpipe.config import TrainParams
 from srpipe.training import LOSSES, autocast_dtype, fingerprint_changes, lr_lambda, recipe
+from srpipe.datasets import dataset_files
+from srpipe.io import read_image
 from srpipe.training.sampling import CropDataset, RunSampler, crop_positions, epoch_plan, epoch_steps, transform
 
 
@@ -101,6 +103,28 @@ def test_lr_and_hr_get_the_same_crop_and_transform():
     image, flip, turns, cy, cx = ds.plan(2)[5]  # sample 45 is row 5 of epoch 2
     expected = transform(store.lr(image)[cy : cy + 6, cx : cx + 6], flip, turns)
     np.testing.assert_array_equal(ds[45][0].mul(255).round().byte().permute(1, 2, 0).numpy(), expected)
+
+
+def test_an_on_the_fly_crop_is_degraded_as_the_whole_image_would_be():
+    """Blur and resize reach past a crop's borders: the crop is degraded with its surroundings, so
+    away from the image's borders it equals the same crop of the whole image degraded."""
+    from srpipe.config import DegradationParams
+    from srpipe.degradations import CropDegrader, degrade
+
+    photo = read_image(dataset_files("sample-valid")[0])[:200, :240]
+    store = ArrayStore([photo[::2, ::2].copy()], 2)
+    store._hr = [photo]
+    fixed = DegradationParams(kind="realistic", on_the_fly=True, blur_sigma=(1.0, 1.0), noise_prob=0, jpeg_prob=0)
+    ds = CropDataset(store, crop=32, rows=400, seed=0, degrade=CropDegrader(fixed, 2))
+    whole = degrade(photo, 2, fixed)[0]
+    inner = 0
+    for g in range(400):
+        _, flip, turns, cy, cx = ds.plan(1)[g]
+        if min(cy, cx) >= 8 and cy + 16 + 8 <= 100 and cx + 16 + 8 <= 120:
+            got = ds[g][0].mul(255).round().byte().permute(1, 2, 0).numpy()
+            np.testing.assert_array_equal(got, transform(whole[cy : cy + 16, cx : cx + 16], flip, turns))
+            inner += 1
+    assert inner > 100
 
 
 def test_sampler_resumes_anywhere_and_splits_batches_over_processes():

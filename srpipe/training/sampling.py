@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..io import SrpipeError
 from ..patches import ImageStore
 
+DEGRADE_MARGIN = 8  # LR pixels of context degraded around an on-the-fly crop (blur and resize reach)
 RELEASE_EVERY = 64  # crops between drops of the store's mapped pages (under 1 MB each at 96 px)
 
 
@@ -56,8 +57,8 @@ def to_chw(img: np.ndarray) -> torch.Tensor:
 class CropDataset(Dataset):
     """Sample ``g`` of a run as an augmented (LR, HR) pair of float tensors in [0, 1].
 
-    With ``degrade`` (on-the-fly degradation), the LR is made from the augmented HR crop by
-    ``degrade(hr, seed_key)`` instead of being cut from the stored LR image.
+    With ``degrade`` (on-the-fly degradation), the LR is made from the HR crop (and its
+    surroundings) by ``degrade(hr, seed_key)`` instead of being cut from the stored LR image.
     """
 
     def __init__(self, store: ImageStore, crop: int, rows: int, seed: int,
@@ -86,12 +87,24 @@ class CropDataset(Dataset):
         epoch, row = divmod(g, self.rows)
         image, flip, turns, cy, cx = (int(v) for v in self.plan(epoch + 1)[row])
         c, s = self.crop // self.scale, self.scale
-        hr = transform(self.store.hr(image)[cy * s : (cy + c) * s, cx * s : (cx + c) * s], flip, turns)
+        hr = self.store.hr(image)[cy * s : (cy + c) * s, cx * s : (cx + c) * s]
         if self.degrade is not None:
-            lr = self.degrade(np.ascontiguousarray(hr), (self.seed, epoch + 1, row))
+            lr = self._degraded(image, cy, cx, (self.seed, epoch + 1, row))
         else:
-            lr = transform(self.store.lr(image)[cy : cy + c, cx : cx + c], flip, turns)
-        return to_chw(lr), to_chw(hr)
+            lr = self.store.lr(image)[cy : cy + c, cx : cx + c]
+        return to_chw(transform(lr, flip, turns)), to_chw(transform(hr, flip, turns))
+
+    def _degraded(self, image: int, cy: int, cx: int, key: tuple[int, ...]) -> np.ndarray:
+        """The LR crop at (cy, cx), degraded on the fly with ``key``'s draws: the HR crop and up to
+        :data:`DEGRADE_MARGIN` LR pixels around it are degraded, then the crop is cut out, so that
+        its blur and resize see the image around it as they do on a whole image (degrading the bare
+        crop would make its borders unlike any held-out image's)."""
+        c, s, m = self.crop // self.scale, self.scale, DEGRADE_MARGIN
+        lr_h, lr_w = self.store.sizes[image] // s
+        y0, x0 = max(0, cy - m), max(0, cx - m)
+        y1, x1 = min(lr_h, cy + c + m), min(lr_w, cx + c + m)
+        region = np.ascontiguousarray(self.store.hr(image)[y0 * s : y1 * s, x0 * s : x1 * s])
+        return self.degrade(region, key)[cy - y0 : cy - y0 + c, cx - x0 : cx - x0 + c]
 
 
 def too_small(store: ImageStore, crop: int) -> list[str]:
