@@ -265,12 +265,15 @@ def results_table(results: dict) -> "pd.DataFrame":
 
 
 def headline(results: dict) -> dict:
-    """What ``dvc exp show`` and ``dvc metrics diff`` compare: each engine's median latency at the
-    largest input size and thread count (the whole grid is in ``results_table``)."""
+    """What ``dvc exp show`` and ``dvc metrics diff`` compare: one latency per exported precision,
+    ONNX Runtime's median on the CPU at the largest input size and thread count (``fp32_ms``,
+    ``int8_ms``); every engine's every measurement is in ``results_table``."""
     grid = engine_results(results)
     size = max((size for by_size in grid.values() for size in by_size), key=pixels)
     tkey = max((t for by_size in grid.values() for t in by_size[size]), key=thread_count)
-    return {"latency_ms": {engine: by_size[size][tkey]["latency_ms"] for engine, by_size in grid.items()},
+    ort = {engine.removeprefix("onnxruntime-"): by_size for engine, by_size in grid.items()
+           if engine.startswith("onnxruntime-") and engine.count("-") == 1}  # not -cuda-, -tensorrt
+    return {**{f"{precision}_ms": by_size[size][tkey]["latency_ms"] for precision, by_size in ort.items()},
             "input": size, "threads": thread_count(tkey)}
 
 
