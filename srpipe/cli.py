@@ -285,7 +285,9 @@ def score_folder(p: Params, upscaler, scale: int, label: str, hr_dir: str, out: 
                      **extra})
     with atomic_path(out.with_suffix(".csv")) as tmp:
         frame.to_csv(tmp, index=False)
-    typer.echo(f"{label} on {hr_dir} x{scale}: " + ", ".join(f"{k} {v:.4f}" for k, v in summarize(frame).items()))
+    shown = {label: summarize(frame), **({f"{label} x8 ensemble": extra["ensemble"]} if extra else {})}
+    for name, scores in shown.items():
+        typer.echo(f"{name} on {hr_dir} x{scale}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
 
 
 def score_pipeline(p: Params, upscaler, scale: int, label: str, prepared: Path, metrics: Path, per_image: Path,
