@@ -37,8 +37,8 @@ def degraded_pair(
     """(PNG name, HR cropped to a multiple of ``scale``, its LR version, the draws per pass) for one
     image; an image whose sides are under ``min_side`` (what the metrics need) is an error."""
     hr = crop_to_multiple(read_image(path), scale)
-    if min(hr.shape[:2]) < max(scale, min_side):
-        need = max(scale, min_side)
+    need = max(scale, min_side)
+    if min(hr.shape[:2]) < need:
         raise SrpipeError(f"image too small: {path} is {hr.shape[1]}x{hr.shape[0]} px (cropped to a multiple of "
                           f"{scale}), the scores need at least {need}x{need}; remove it from the set")
     lr, drawn = degrade(hr, scale, degradation, seed, path.stem)

@@ -200,9 +200,11 @@ def check_writable(path: str | Path, folder: bool = False) -> None:
 
 
 def write_image(path: str | Path, img: np.ndarray) -> None:
-    """Write HxWx3 uint8 RGB atomically; the format follows the suffix."""
+    """Write HxWx3 uint8 RGB (or HxWx4 RGBA, for formats that hold alpha: png, tiff, webp)
+    atomically; the format follows the suffix."""
+    to_bgr = cv2.COLOR_RGBA2BGRA if img.shape[2] == 4 else cv2.COLOR_RGB2BGR
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(img, to_bgr)):
             raise SrpipeError(f"cannot write image: {path}")
 
 
@@ -210,9 +212,3 @@ def write_json(path: str | Path, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
-
-def write_rgba(path: str | Path, img: np.ndarray) -> None:
-    """Write HxWx4 uint8 RGBA atomically, for formats that hold alpha (png, tiff, webp)."""
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)):
-            raise SrpipeError(f"cannot write image: {path}")

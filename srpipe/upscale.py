@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .imresize import imresize
-from .io import IMAGE_SUFFIXES, SrpipeError, list_images, read_image_alpha, write_image, write_rgba
+from .io import IMAGE_SUFFIXES, SrpipeError, list_images, read_image_alpha, write_image
 from .progress import progress
 
 if TYPE_CHECKING:  # the CLI imports this module for FORMATS; torch loads only when a model does
@@ -174,7 +174,7 @@ def upscale_image(src: Path, dest: Path, model: LoadedModel, tile: int | None, o
         return
     bicubic = lambda a: imresize(a, model.scale)  # noqa: E731
     big_alpha = upscale_tiled(bicubic, alpha, model.scale, tile or TILE_CHOICES[0], ALPHA_OVERLAP)
-    write_rgba(dest, np.dstack([sr, big_alpha]))
+    write_image(dest, np.dstack([sr, big_alpha]))
 
 
 def upscale_files(
