@@ -271,16 +271,13 @@ def score_folder(p: Params, upscaler, scale: int, label: str, hr_dir: str, out: 
                  ensemble=None) -> None:
     """evaluate --hr-dir: one folder or dataset, made into pairs as prepare-degradations would
     (with ``ensemble``, the self-ensemble's scores too, under "ensemble")."""
-    from .data import make_pairs
-    from .evaluate import evaluate as run_eval, summarize
+    from .evaluate import score_source, summarize
     from .io import atomic_path
-    from .metrics import min_side
 
-    held_out = p.degradation if p.eval.degradation == "same" else None
-    kwargs = protocol(p, scale)
-    pairs = make_pairs(hr_dir, scale, held_out, p.seed, p.data.raw_dir, min_side(kwargs["crop_border"]))
-    frame = run_eval(upscaler, pairs, desc=label, save_dir=save_dir, **kwargs)
-    extra = {"ensemble": summarize(run_eval(ensemble, pairs, desc=f"{label} x8", **kwargs))} if ensemble else {}
+    held_out = dict(degradation=p.degradation if p.eval.degradation == "same" else None, seed=p.seed,
+                    raw_dir=p.data.raw_dir, **protocol(p, scale))
+    frame = score_source(upscaler, hr_dir, scale, desc=label, save_dir=save_dir, **held_out)
+    extra = {"ensemble": summarize(score_source(ensemble, hr_dir, scale, desc=f"{label} x8", **held_out))} if ensemble else {}
     write_json(out, {"dataset": hr_dir, "scale": scale, "upscaler": label, "images": len(frame), **summarize(frame),
                      **extra})
     with atomic_path(out.with_suffix(".csv")) as tmp:

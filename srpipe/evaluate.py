@@ -9,6 +9,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .config import DegradationParams
+from .data import make_pairs
 from .imresize import imresize
 from .io import SrpipeError, write_image
 from .metrics import LPIPS, min_side, psnr, ssim
@@ -62,3 +64,15 @@ def summarize(frame: pd.DataFrame) -> dict[str, float]:
     if frame.empty:
         raise SrpipeError("no image could be scored (all were too small); use larger images")
     return {col: float(frame[col].mean()) for col in frame.columns if col != "image"}
+
+
+def score_source(
+    upscaler: Upscaler, source: str, scale: int, crop_border: int, y_channel: bool = True,
+    lpips: LPIPS | None = None, degradation: DegradationParams | None = None, seed: int = 0,
+    raw_dir: str | Path = "data/raw", desc: str | None = None, save_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """:func:`evaluate` on any dataset (name or folder of HR images), its LR made as
+    prepare-degradations would (``degradation`` None: bicubic): what ``srpipe evaluate --hr-dir``
+    scores, and the time-to-quality benchmark with it."""
+    pairs = make_pairs(source, scale, degradation, seed, raw_dir, min_side(crop_border))
+    return evaluate(upscaler, pairs, crop_border, y_channel, lpips, desc or str(source), save_dir)

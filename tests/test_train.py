@@ -249,3 +249,41 @@ def test_on_the_fly_degradation_resumes_exactly(tmp_path, data, monkeypatch):
     run(data, tmp_path / "resumed", fly, epochs=2, save_every=4)
     c = weights(tmp_path / "resumed" / "last.pt")
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_amp_auto_trains_in_bf16_only_where_supported_and_falls_back_to_fp32(tmp_path, data, monkeypatch, supported):
+    from srpipe.training import recipe
+
+    monkeypatch.setattr(recipe, "bf16_supported", lambda device_type: supported)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto never warns: it picks
+        summary = run(data, tmp_path, epochs=1, amp="auto", channels_last=True)
+    assert summary["precision"] == ("bf16" if supported else "fp32")
+    assert np.isfinite(summary["final_loss"])
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)["fingerprint"]
+    assert saved["precision"] == summary["precision"]  # a resume on another CPU is a fresh start, not a mix
+
+
+def test_the_schedule_ends_at_the_last_iteration_of_a_run(tmp_path, data):
+    run(data, tmp_path, epochs=3, lr=1e-4, min_lr_ratio=0.05, warmup_epochs=1)
+    log = np.genfromtxt(tmp_path / "log.csv", delimiter=",", names=True)
+    scheduler = torch.load(tmp_path / "last.pt", weights_only=False)["scheduler"]
+    # the last step ran at the floor: lr * min_lr_ratio; the log has the lr of the step after it
+    assert scheduler["last_epoch"] == 18 and log["step"][-1] == 18 and log["lr"][-1] == pytest.approx(1e-4 * 0.05)
+    from srpipe.training import lr_lambda
+
+    factor = lr_lambda(TrainParams(**{**TINY_TRAIN, "epochs": 3, "min_lr_ratio": 0.05}), 6)
+    assert factor(17) == pytest.approx(0.05) and factor(16) > 0.05
+    assert log["minutes"][-1] >= log["minutes"][0] > 0
+
+
+def test_step_seconds_times_real_steps_without_touching_the_run(tmp_path, data):
+    from srpipe.training import step_seconds
+
+    seconds = step_seconds(data / "patches", data / "prepared" / "valid", tmp_path / "scratch", 2, 0,
+                           ModelParams(**TINY_MODEL), TrainParams(**TINY_TRAIN), steps=3)
+    assert 0 < seconds < 10
+    assert not (tmp_path / "scratch" / "last.pt").exists()

@@ -6,8 +6,8 @@ order, ``recipe`` losses, schedule and precision, ``state`` what a run is and wh
 ``runtime`` devices, processes and logs.
 """
 
-from .loop import train
+from .loop import step_seconds, train
 from .recipe import LOSSES, autocast_dtype, lr_lambda
 from .state import fingerprint_changes, model_arch
 
-__all__ = ["LOSSES", "autocast_dtype", "fingerprint_changes", "lr_lambda", "model_arch", "train"]
+__all__ = ["LOSSES", "autocast_dtype", "fingerprint_changes", "lr_lambda", "model_arch", "step_seconds", "train"]

@@ -67,6 +67,23 @@ def train(
         ddp.close()
 
 
+def step_seconds(patches_dir: str | Path, valid_dir: str | Path, scratch_dir: str | Path, scale: int, seed: int,
+                 model_cfg: ModelParams, cfg: TrainParams, steps: int = 20,
+                 degradation: DegradationParams | None = None) -> float:
+    """Seconds per optimiser step of this configuration on this machine (the median of ``steps``
+    real steps of a throwaway trainer in ``scratch_dir``): how a time budget becomes a fixed
+    number of iterations, so that the run itself stays deterministic and resumable."""
+    device = pick_device(cfg.device)
+    trainer = Trainer(Path(patches_dir), Path(valid_dir), Path(scratch_dir), Path(scratch_dir) / "log.csv", scale,
+                      seed, model_cfg, cfg.model_copy(update={"epochs": 1, "steps_per_epoch": steps + 3,
+                                                            "feature_stats_every": 0}), 0, device,
+                      Distributed(device), degradation)
+    try:
+        return trainer.seconds_per_step(steps)
+    finally:
+        trainer.board.close()
+
+
 class Trainer:
     def __init__(self, patches_dir: Path, valid_dir: Path, out_dir: Path, log_csv: Path, scale: int, seed: int,
                  model_cfg: ModelParams, cfg: TrainParams, crop_border: int, device: torch.device,
@@ -160,11 +177,28 @@ class Trainer:
 
     # ------------------------------------------------------------ the loop
 
+    def batches(self):
+        """The run's micro-batches from the step reached on: the same crops whether or not it resumed."""
+        cfg = self.cfg
+        sampler = RunSampler(self.progress.step, self.total_steps, cfg.batch_size, cfg.grad_accum, self.ddp.rank,
+                             self.ddp.world)
+        workers = loader_workers(cfg.workers, self.device, self.ddp.world)
+        return iter(make_loader(self.dataset, sampler, workers, self.device.type == "cuda"))
+
+    def seconds_per_step(self, steps: int, skip: int = 3) -> float:
+        """The median wall time of an optimiser step, over ``steps`` steps after ``skip`` warm-up
+        steps: the rate a time budget is turned into iterations with. It trains this trainer's
+        weights (without saving them), so measure on a throwaway one."""
+        batches, times = self.batches(), []
+        for _ in range(skip + steps):
+            tick = time.perf_counter()
+            self.step(batches)
+            times.append(time.perf_counter() - tick)
+        return float(np.median(times[skip:]))
+
     def run(self) -> dict | None:
         cfg, p = self.cfg, self.progress
-        sampler = RunSampler(p.step, self.total_steps, cfg.batch_size, cfg.grad_accum, self.ddp.rank, self.ddp.world)
-        workers = loader_workers(cfg.workers, self.device, self.ddp.world)
-        batches = iter(make_loader(self.dataset, sampler, workers, self.device.type == "cuda"))
+        batches = self.batches()
         bar = progress(total=self.total_steps, initial=p.step, unit="it", desc="train",
                        disable=None if self.ddp.main else True)
         started, tick = time.perf_counter(), time.perf_counter()
@@ -173,6 +207,7 @@ class Trainer:
             p.step += 1
             p.epoch_losses.append(loss)
             rate = cfg.batch_size * cfg.grad_accum / max(1e-9, time.perf_counter() - tick)
+            p.seconds += time.perf_counter() - tick
             tick = time.perf_counter()
             lr = self.scheduler.get_last_lr()[0]
             bar.update(1)
@@ -239,7 +274,8 @@ class Trainer:
             epoch = p.step // self.steps_per_epoch
             val = self.validate()
             row = {"epoch": epoch, "loss": float(np.mean(p.epoch_losses)), "val_psnr": val["psnr"],
-                   "val_ssim": val["ssim"], "lr": self.optimizer.param_groups[0]["lr"], "step": p.step}
+                   "val_ssim": val["ssim"], "lr": self.optimizer.param_groups[0]["lr"], "step": p.step,
+                   "minutes": round(p.seconds / 60, 4)}
             p.history.append(row)
             p.epoch_losses = []
             self.board.scalars(p.step, {"val/psnr": val["psnr"], "val/ssim": val["ssim"]})
