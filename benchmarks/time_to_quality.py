@@ -14,7 +14,8 @@
    of one epoch, cosine decay) ends at the last iteration.
 4. Trains with srpipe's own train stage: ``--points`` x ``--epochs-per-point`` epochs, a
    snapshot every ``--epochs-per-point`` epochs (every 5 minutes of a 30-minute budget).
-5. Scores bicubic and every snapshot on ``--eval`` (default Set5 and Set14) with the code
+5. Scores bicubic and every snapshot (with ``train.ema``: the EMA weights, and at the end the
+   last step's own weights too, as "LABEL without EMA") on ``--eval`` (default Set5 and Set14) with the code
    behind ``srpipe evaluate --hr-dir DIR --checkpoint FILE`` (``srpipe.evaluate.score_source``:
    Y channel, ``scale`` border pixels), and prints the time-to-quality table, the model's
    parameters and multiply-adds per output pixel.
@@ -95,18 +96,6 @@ def check_held_out(train_files: list[Path], evals: dict[str, list[Path]], train:
                               f"{name} cannot be scored by a model trained on it")
 
 
-def training_files(sources: list[str], raw_dir: str) -> list[Path]:
-    """Every image of the ``--train`` sources; two of one name (they would share a PNG) stop it."""
-    files, names = [], {}
-    for source in sources:
-        for path in source_files(source, None, raw_dir):
-            if path.stem in names:
-                raise SrpipeError(f"two training images named {path.stem}: {names[path.stem]} and {path}; rename one")
-            names[path.stem] = path
-            files.append(path)
-    return files
-
-
 def prepare_data(args: argparse.Namespace, p: Params, files: list[Path]) -> tuple[Path, Path]:
     """(image store, prepared validation folder) of the run, in ``--work``."""
     data = args.work / "data"
@@ -144,6 +133,9 @@ def curve(args: argparse.Namespace, p: Params, run_dir: Path) -> pd.DataFrame:
         upscaler = load_upscaler(checkpoint=snapshot)[0]
         rows.append({"run": args.label, "minutes": float(history.loc[epoch, "minutes"]),
                      "step": int(history.loc[epoch, "step"]), **flat(score(upscaler, args.eval, p, snapshot.stem))})
+    if p.train.ema:  # the snapshots hold the EMA weights; the last step's own weights are in last.pt
+        raw = load_upscaler(checkpoint=run_dir / "last.pt")[0]
+        rows.append({**rows[-1], "run": f"{args.label} without EMA", **flat(score(raw, args.eval, p, "last.pt"))})
     return pd.DataFrame(rows)
 
 
@@ -164,7 +156,7 @@ def markdown(table: pd.DataFrame, sets: list[str]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     p = benchmark_params(args)
-    files = training_files(args.train, p.data.raw_dir)
+    files = source_files(args.train, None, p.data.raw_dir)
     check_held_out(files, {s: source_files(s, None, p.data.raw_dir) for s in args.eval}, args.train)
     store, valid = prepare_data(args, p, files)
     p, seconds = plan(args, p, store, valid)

@@ -38,7 +38,8 @@ class _Section(BaseModel):
 
 
 class DataParams(_Section):
-    train: str = Field("sample-train", description="training HR images: 'sample-train' or a folder")
+    train: str | list[str] = Field("sample-train", description="training HR images: 'sample-train', a folder "
+                                         "or dataset name, or a list of them (joined)")
     valid: str = Field("sample-valid", description="validation HR images: 'sample-valid' or a folder")
     limit: Optional[int] = Field(None, ge=1, description="use at most this many images per set")
     raw_dir: str = Field("data/raw", description="where `srpipe data fetch` puts standard datasets")

@@ -45,14 +45,16 @@ def degraded_pair(
     return path.stem + ".png", hr, lr, drawn
 
 
-def source_files(source: str, limit: int | None = None, raw_dir: str | Path = "data/raw") -> list[Path]:
-    """The image files of a dataset (name or folder), at most ``limit``; two images that would
-    both become ``NAME.png`` are an error, found before anything is written."""
-    files = dataset_files(source, raw_dir)[:limit]
+def source_files(source: str | Sequence[str], limit: int | None = None, raw_dir: str | Path = "data/raw") -> list[Path]:
+    """The image files of a dataset (name or folder), or of several joined, at most ``limit``; two
+    images that would both become ``NAME.png`` are an error, found before anything is written."""
+    sources = [source] if isinstance(source, str) else list(source)
+    files = [path for s in sources for path in dataset_files(s, raw_dir)][:limit]
     seen: dict[str, Path] = {}
     for path in files:
         if path.stem in seen:
-            raise SrpipeError(f"two images named {path.stem} in {source}: {seen[path.stem]} and {path}; rename one")
+            raise SrpipeError(f"two images named {path.stem} in {' + '.join(sources)}: {seen[path.stem]} and {path}; "
+                              "rename one")
         seen[path.stem] = path
     return files
 

@@ -228,3 +228,22 @@ def test_interrupted_download_leaves_nothing(server, tmp_path, monkeypatch):
         fetch(tiny(server), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".archives"]
     assert list((tmp_path / ".archives").iterdir()) == []
+
+
+def test_data_train_joins_a_list_of_sets_and_refuses_two_images_of_one_name(tmp_path, monkeypatch):
+    from srpipe.config import load_params
+    from srpipe.data import source_files
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, names in ((a, ["x", "y"]), (b, ["z"])):
+        folder.mkdir()
+        for name in names:
+            (folder / f"{name}.png").write_bytes(b"")
+    (tmp_path / "params.yaml").write_text("{}\n")
+    p = load_params(tmp_path / "params.yaml", [f"data.train=[{a}, {b}]"])
+    assert p.data.train == [str(a), str(b)]
+    assert [f.name for f in source_files(p.data.train)] == ["x.png", "y.png", "z.png"]
+    assert [f.name for f in source_files(p.data.train, limit=2)] == ["x.png", "y.png"]
+    (b / "x.png").write_bytes(b"")
+    with pytest.raises(SrpipeError, match=r"two images named x in .*a \+ .*b: .*a/x.png and .*b/x.png; rename one"):
+        source_files([str(a), str(b)])

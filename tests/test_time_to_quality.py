@@ -51,7 +51,7 @@ def test_a_scored_image_in_the_training_data_is_refused(tmp_path, shared_data):
     train = tmp_path / "mine"
     train.mkdir()
     shutil.copy(shared_data / "Set5" / sorted(p.name for p in (shared_data / "Set5").iterdir())[0], train / "x.png")
-    files = ttq.training_files([str(train)], "data/raw")
+    files = ttq.source_files([str(train)])
     evals = {str(shared_data / "Set5"): sorted((shared_data / "Set5").iterdir())}
     with pytest.raises(SrpipeError, match="is also a training image"):
         ttq.check_held_out(files, evals, [str(train)])
