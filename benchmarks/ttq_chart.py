@@ -1,0 +1,91 @@
+"""PSNR against training minutes: time-to-quality curves, single runs and published references in one chart.
+
+    python benchmarks/ttq_chart.py stages/time-to-quality/*/curve.csv --out docs/time_to_quality.png \\
+        --point "BasicSR EDSR=27.7,36.88" --line "VDSR (published)=37.53"
+
+Each CURVE is a ``curve.csv`` of ``benchmarks/time_to_quality.py`` (named by its folder; ``dvc
+plots show CURVE -x minutes -y set5_psnr`` draws one alone); a ``--point NAME=MINUTES,PSNR`` is
+a single run's final score (e.g. the BasicSR peer's row) and a ``--line NAME=PSNR`` a published
+reference across the chart. Drawn with matplotlib (``make install-dev`` installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pandas as pd
+
+def named(numbers: int):
+    """argparse type of ``NAME=X[,Y]``: (name, floats)."""
+    def parse(item: str) -> tuple[str, list[float]]:
+        name, _, value = item.partition("=")
+        try:
+            values = [float(v) for v in value.split(",")]
+        except ValueError:
+            values = []
+        if not name or len(values) != numbers:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected NAME=" + ",".join(["NUMBER"] * numbers))
+        return name, values
+    return parse
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("curves", nargs="+", type=Path, help="curve.csv files of time_to_quality.py")
+    ap.add_argument("--out", type=Path, required=True, help="image to write (.png, .svg)")
+    ap.add_argument("--metric", default="set5_psnr", help="column to plot (set14_psnr, set5_ssim, ...)")
+    ap.add_argument("--point", type=named(2), action="append", default=[], help="NAME=MINUTES,PSNR: one run's final score")
+    ap.add_argument("--line", type=named(1), action="append", default=[], help="NAME=PSNR: a published reference")
+    return ap.parse_args()
+
+
+def series(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
+    """name -> (minutes, metric) rows of every curve (without its "without EMA" row), point and line."""
+    out = {}
+    for csv in args.curves:
+        table = pd.read_csv(csv)
+        out[csv.parent.name] = table[~table["run"].str.endswith("without EMA")][["minutes", args.metric]]
+    for name, (minutes, score) in args.point:
+        out[name] = pd.DataFrame({"minutes": [minutes], args.metric: [score], "point": [True]})
+    for name, (score,) in args.line:
+        out[name] = pd.DataFrame({"minutes": [None], args.metric: [score]})
+    return out
+
+
+def render(lines: dict[str, pd.DataFrame], metric: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
+    for name, table in lines.items():
+        if table["minutes"].isna().all():  # a published reference
+            ax.axhline(table[metric].iloc[0], color="grey", linestyle="--", linewidth=1)
+            ax.annotate(name, (0, table[metric].iloc[0]), xycoords=("axes fraction", "data"), xytext=(4, 3),
+                        textcoords="offset points", color="grey", fontsize=8)
+        elif "point" in table:
+            ax.plot(table["minutes"].iloc[-1], table[metric].iloc[-1], "s", markersize=7, label=name)
+        else:
+            ax.plot(table["minutes"], table[metric], "o-", markersize=4, label=name)
+    ax.set_xlabel("training minutes")
+    ax.set_ylabel(metric.replace("_", " ").replace("psnr", "PSNR (dB)").replace("set", "Set"))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")
+    fig.savefig(tmp)
+    tmp.replace(out)
+
+
+def main() -> None:
+    args = parse_args()
+    render(series(args), args.metric, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
