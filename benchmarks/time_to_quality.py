@@ -8,8 +8,9 @@
    sample-valid photos, neither trained on nor scored) for the trainer's per-epoch validation.
 2. Refuses to score a set it trains on: any image file shared by a training and a scored set,
    or BSD68 (the BSD300 test split) trained on and B100 (the same split) scored.
-3. Measures the step rate of the configuration (``srpipe.training.step_seconds``: real steps of
-   a throwaway trainer), then fixes the iterations that fill ``--minutes``: the budget is a
+3. Measures the step time and the validation time of the configuration
+   (``srpipe.training.step_seconds``: real steps and one validation of a throwaway trainer), then
+   fixes the iterations that, with one validation per epoch, fill ``--minutes``: the budget is a
    number of iterations, so the run is deterministic and resumes exactly. The schedule (warm-up
    of one epoch, cosine decay) ends at the last iteration.
 4. Trains with srpipe's own train stage: ``--points`` x ``--epochs-per-point`` epochs, a
@@ -107,13 +108,14 @@ def prepare_data(args: argparse.Namespace, p: Params, files: list[Path]) -> tupl
 
 
 def plan(args: argparse.Namespace, p: Params, store: Path, valid: Path) -> tuple[Params, float]:
-    """The params of the run, its iterations fixed from the measured step rate; and that rate."""
+    """The params of the run, its iterations fixed from the measured step rate and the time its
+    per-epoch validations take out of the budget; and that step time."""
     with tempfile.TemporaryDirectory() as scratch:
-        seconds = step_seconds(store, valid, scratch, p.scale, p.seed, p.model, p.train, args.rate_steps)
+        step, validation = step_seconds(store, valid, scratch, p.scale, p.seed, p.model, p.train, args.rate_steps)
     epochs = args.points * args.epochs_per_point
-    per_epoch = max(1, int(args.minutes * 60 / seconds) // epochs)
+    per_epoch = max(1, int((args.minutes * 60 / epochs - validation) / step))
     update = {"epochs": epochs, "steps_per_epoch": per_epoch, "snapshot_every": args.epochs_per_point}
-    return p.model_copy(update={"train": p.train.model_copy(update=update)}), seconds
+    return p.model_copy(update={"train": p.train.model_copy(update=update)}), step
 
 
 def score(upscaler, evals: list[str], p: Params, label: str) -> dict[str, dict[str, float]]:

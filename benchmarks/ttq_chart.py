@@ -72,6 +72,8 @@ def render(lines: dict[str, pd.DataFrame], metric: str, out: Path) -> None:
             ax.plot(table["minutes"], table[metric], "o-", markersize=4, label=name)
     ax.set_xlabel("training minutes")
     ax.set_ylabel(metric.replace("_", " ").replace("psnr", "PSNR (dB)").replace("set", "Set"))
+    values = pd.concat([t[metric] for t in lines.values()])
+    ax.set_ylim(top=values.max() + 0.06 * (values.max() - values.min()))  # room for the reference labels
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
