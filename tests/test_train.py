@@ -283,7 +283,7 @@ def test_the_schedule_ends_at_the_last_iteration_of_a_run(tmp_path, data):
 def test_step_seconds_times_real_steps_without_touching_the_run(tmp_path, data):
     from srpipe.training import step_seconds
 
-    seconds = step_seconds(data / "patches", data / "prepared" / "valid", tmp_path / "scratch", 2, 0,
-                           ModelParams(**TINY_MODEL), TrainParams(**TINY_TRAIN), steps=3)
-    assert 0 < seconds < 10
+    step, validation = step_seconds(data / "patches", data / "prepared" / "valid", tmp_path / "scratch", 2, 0,
+                                    ModelParams(**TINY_MODEL), TrainParams(**TINY_TRAIN), steps=3)
+    assert 0 < step < 10 and 0 < validation < 60
     assert not (tmp_path / "scratch" / "last.pt").exists()

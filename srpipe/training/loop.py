@@ -69,17 +69,21 @@ def train(
 
 def step_seconds(patches_dir: str | Path, valid_dir: str | Path, scratch_dir: str | Path, scale: int, seed: int,
                  model_cfg: ModelParams, cfg: TrainParams, steps: int = 20,
-                 degradation: DegradationParams | None = None) -> float:
-    """Seconds per optimiser step of this configuration on this machine (the median of ``steps``
-    real steps of a throwaway trainer in ``scratch_dir``): how a time budget becomes a fixed
-    number of iterations, so that the run itself stays deterministic and resumable."""
+                 degradation: DegradationParams | None = None) -> tuple[float, float]:
+    """(seconds per optimiser step, seconds per validation) of this configuration on this machine:
+    the mean of ``steps`` real steps of a throwaway trainer in ``scratch_dir``, and one validation
+    of it. How a time budget becomes a fixed number of iterations, so that the run itself stays
+    deterministic and resumable."""
     device = pick_device(cfg.device)
     trainer = Trainer(Path(patches_dir), Path(valid_dir), Path(scratch_dir), Path(scratch_dir) / "log.csv", scale,
                       seed, model_cfg, cfg.model_copy(update={"epochs": 1, "steps_per_epoch": steps + 3,
                                                             "feature_stats_every": 0}), 0, device,
                       Distributed(device), degradation)
     try:
-        return trainer.seconds_per_step(steps)
+        step = trainer.seconds_per_step(steps)
+        start = time.perf_counter()
+        trainer.validate()
+        return step, time.perf_counter() - start
     finally:
         trainer.board.close()
 
@@ -186,7 +190,7 @@ class Trainer:
         return iter(make_loader(self.dataset, sampler, workers, self.device.type == "cuda"))
 
     def seconds_per_step(self, steps: int, skip: int = 3) -> float:
-        """The median wall time of an optimiser step, over ``steps`` steps after ``skip`` warm-up
+        """The mean wall time of an optimiser step, over ``steps`` steps after ``skip`` warm-up
         steps: the rate a time budget is turned into iterations with. It trains this trainer's
         weights (without saving them), so measure on a throwaway one."""
         batches, times = self.batches(), []
@@ -194,7 +198,7 @@ class Trainer:
             tick = time.perf_counter()
             self.step(batches)
             times.append(time.perf_counter() - tick)
-        return float(np.median(times[skip:]))
+        return float(np.mean(times[skip:]))
 
     def run(self) -> dict | None:
         cfg, p = self.cfg, self.progress
