@@ -39,9 +39,9 @@ from pathlib import Path
 
 import yaml
 
-from srpipe.data import lr_dirname, make_pairs, prepare, source_files
+from srpipe.data import lr_dirname, prepare, source_files
 from srpipe.parallel import resolve_workers
-from srpipe.evaluate import evaluate, summarize
+from srpipe.evaluate import score_source, summarize
 from srpipe.io import list_images
 from srpipe.models.convert import DIV2K_RGB_MEAN, import_basicsr
 from srpipe.upscalers import load_upscaler
@@ -169,7 +169,7 @@ def training_seconds(log: str) -> float:
 def score(checkpoint: Path, sources: list[str]) -> dict[str, dict[str, float]]:
     """PSNR and SSIM by srpipe's protocol (Y channel, ``SCALE`` pixels of border), per set."""
     upscaler, scale, _ = load_upscaler(checkpoint=checkpoint)
-    return {Path(s).name: summarize(evaluate(upscaler, make_pairs(s, scale), crop_border=scale, desc=Path(s).name))
+    return {Path(s).name: summarize(score_source(upscaler, s, scale, crop_border=scale, desc=Path(s).name))
             for s in sources}
 
 
