@@ -38,11 +38,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from srpipe.config import Params, load_params, validate_params
+from srpipe.cli import read
+from srpipe.config import Params
 from srpipe.data import PrepareJob, prepare_all, source_files
 from srpipe.datasets import sha256_of
 from srpipe.evaluate import score_source, summarize
-from srpipe.io import SrpipeError, list_images
+from srpipe.io import SrpipeError
 from srpipe.parallel import resolve_workers
 from srpipe.patches import extract
 from srpipe.training import step_seconds, train
@@ -58,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval", nargs="+", default=["../shared/data/Set5", "../shared/data/Set14"],
                     help="HR folders (or dataset names) to score")
     ap.add_argument("--valid", default="sample-valid", help="validation set of the train stage (not scored here)")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (absent: the defaults)")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (absent params.yaml: the defaults)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a param, e.g. model.n_feats=48 (repeatable)")
     ap.add_argument("--points", type=int, default=None, help="scored snapshots (default: one per 5 minutes)")
@@ -73,13 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def benchmark_params(args: argparse.Namespace) -> Params:
-    """The params of the run: ``--params`` and ``--set``, with bicubic data (the published protocol)."""
-    overrides = [*args.overrides, "degradation.kind=bicubic", "degradation.on_the_fly=false"]
-    if args.params.is_file():
-        return load_params(args.params, overrides)
-    from srpipe.config import apply_overrides
-
-    return validate_params(apply_overrides({}, overrides), "defaults")
+    """The params of the run: ``--params`` (absent params.yaml: the defaults) and ``--set``, as any
+    stage reads them, with bicubic data (the published protocol)."""
+    return read(args.params, [*args.overrides, "degradation.kind=bicubic", "degradation.on_the_fly=false"],
+                missing_ok=True)
 
 
 def check_held_out(train_files: list[Path], evals: dict[str, list[Path]], train: list[str]) -> None:
@@ -91,10 +89,10 @@ def check_held_out(train_files: list[Path], evals: dict[str, list[Path]], train:
         if trained_on_bsd_test and Path(name).name.lower() in BSD300_TEST:
             raise SrpipeError(f"{name} and the training set both come from BSD300's test split; "
                               "score on another set or train without BSD68")
-        shared = [f for f in files if sha256_of(f) in seen]
-        if shared:
-            raise SrpipeError(f"{shared[0]} is also a training image ({seen[sha256_of(shared[0])]}); "
-                              f"{name} cannot be scored by a model trained on it")
+        for f in files:
+            if (twin := seen.get(sha256_of(f))) is not None:
+                raise SrpipeError(f"{f} is also a training image ({twin}); {name} cannot be scored by a model "
+                                  "trained on it")
 
 
 def prepare_data(args: argparse.Namespace, p: Params, files: list[Path]) -> tuple[Path, Path]:

@@ -25,7 +25,7 @@ TINY = ["model.n_resblocks=1", "model.n_feats=8", "train.batch_size=4", "train.p
 def test_the_table_scores_are_what_srpipe_evaluate_prints_for_the_same_snapshot(tmp_path, shared_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["--minutes", "0.1", "--train", "sample-train", "--eval", str(shared_data / "Set5"), "--points", "2",
-            "--epochs-per-point", "1", "--rate-steps", "2", "--params", "absent.yaml", "--work", "run"]
+            "--epochs-per-point", "1", "--rate-steps", "2", "--work", "run"]  # no params.yaml: defaults
     result = ttq.main(args + [a for o in TINY for a in ("--set", o)])
     table = pd.read_csv(tmp_path / "run" / "curve.csv")
     assert table["run"].tolist() == ["bicubic", "srpipe", "srpipe"]

@@ -38,6 +38,7 @@ from .sampling import CropDataset, RunSampler, epoch_steps, make_loader
 from .state import Progress, file_sha256, load_matching, model_arch, resumable, run_fingerprint
 
 VAL_OVERLAP = 16  # LR pixels of context around each validation tile
+TIMING_WARMUP = 3  # untimed first steps of a step-time measurement (allocations, caches)
 
 
 def train(
@@ -76,7 +77,7 @@ def step_seconds(patches_dir: str | Path, valid_dir: str | Path, scratch_dir: st
     deterministic and resumable."""
     device = pick_device(cfg.device)
     trainer = Trainer(Path(patches_dir), Path(valid_dir), Path(scratch_dir), Path(scratch_dir) / "log.csv", scale,
-                      seed, model_cfg, cfg.model_copy(update={"epochs": 1, "steps_per_epoch": steps + 3,
+                      seed, model_cfg, cfg.model_copy(update={"epochs": 1, "steps_per_epoch": steps + TIMING_WARMUP,
                                                             "feature_stats_every": 0}), 0, device,
                       Distributed(device), degradation)
     try:
@@ -189,7 +190,7 @@ class Trainer:
         workers = loader_workers(cfg.workers, self.device, self.ddp.world)
         return iter(make_loader(self.dataset, sampler, workers, self.device.type == "cuda"))
 
-    def seconds_per_step(self, steps: int, skip: int = 3) -> float:
+    def seconds_per_step(self, steps: int, skip: int = TIMING_WARMUP) -> float:
         """The mean wall time of an optimiser step, over ``steps`` steps after ``skip`` warm-up
         steps: the rate a time budget is turned into iterations with. It trains this trainer's
         weights (without saving them), so measure on a throwaway one."""
