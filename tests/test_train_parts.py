@@ -1,9 +1,11 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from srpipe.cli import read
 from srpipe.config import TrainParams
 from srpipe.training import LOSSES, autocast_dtype, fingerprint_changes, lr_lambda, recipe
 from srpipe.datasets import dataset_files
@@ -24,6 +26,16 @@ def test_step_schedule_multiplies_by_gamma_every_step_size_epochs():
     f = lr_lambda(TrainParams(epochs=10, warmup_epochs=1, schedule="step", step_size=2, gamma=0.5), steps_per_epoch=3)
     assert [f(s) for s in range(3)] == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert [f(s) for s in (3, 8, 9, 14, 15, 27)] == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.0625])
+
+
+def test_lr_warning_is_measured_per_model_width_and_silent_for_the_demo_recipe():
+    assert recipe.lr_warning(2e-3, 32) is None  # measured stable at 8x32 (README: time to quality)
+    assert recipe.lr_warning(4e-3, 32) == ("train.lr=0.004 is above 0.002 for a model of 32 features: "
+                                           "srpipe measured training stable up to there")
+    assert recipe.lr_warning(5e-4, 64) is None
+    assert "EDSR training was seen to diverge" in recipe.lr_warning(1e-3, 64)
+    demo = read(Path(__file__).parents[1] / "params.yaml", [])
+    assert recipe.lr_warning(demo.train.lr, demo.model.sizes()["n_feats"]) is None
 
 
 def test_losses():

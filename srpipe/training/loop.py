@@ -32,7 +32,7 @@ from ..patches import ImageStore
 from ..progress import progress
 from ..upscale import tiled_upscaler
 from ..upscalers import torch_upscaler
-from .recipe import LOSSES, LR_WARN, autocast_dtype, lr_lambda
+from .recipe import LOSSES, autocast_dtype, lr_lambda, lr_warning
 from .runtime import Board, Distributed, loader_workers, pick_device
 from .sampling import CropDataset, RunSampler, epoch_steps, make_loader
 from .state import Progress, file_sha256, load_matching, model_arch, resumable, run_fingerprint
@@ -93,9 +93,9 @@ class Trainer:
     def __init__(self, patches_dir: Path, valid_dir: Path, out_dir: Path, log_csv: Path, scale: int, seed: int,
                  model_cfg: ModelParams, cfg: TrainParams, crop_border: int, device: torch.device,
                  ddp: Distributed, degradation: DegradationParams | None):
-        if cfg.lr > LR_WARN and ddp.main:
-            warnings.warn(f"train.lr={cfg.lr} is above {LR_WARN}: EDSR training was seen to diverge there",
-                          stacklevel=3)
+        risky = lr_warning(cfg.lr, model_cfg.sizes()["n_feats"])
+        if risky and ddp.main:
+            warnings.warn(risky, stacklevel=3)
         if cfg.batch_size % ddp.world:
             raise SrpipeError(f"train.batch_size={cfg.batch_size} is not divisible by the {ddp.world} processes")
         torch.set_num_threads(cfg.threads or max(1, available_cores() // ddp.world))

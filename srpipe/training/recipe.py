@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from ..config import TrainParams
 from ..hardware import bf16_supported
 
-LR_WARN = 5e-4  # the EDSR paper saw training diverge above this
+LR_WARN = 5e-4  # the EDSR paper saw its wide models' training diverge above this
+LR_WARN_SMALL, SMALL_FEATS = 2e-3, 32  # measured stable up to this lr at up to this many features (README)
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -42,6 +43,17 @@ def lr_lambda(cfg: TrainParams, steps_per_epoch: int) -> Callable[[int], float]:
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done))
 
     return factor
+
+
+def lr_warning(lr: float, n_feats: int) -> str | None:
+    """Why ``lr`` is risky for a model of ``n_feats`` features, or None: above 2e-3 for the small
+    models whose training srpipe measured (README: time to quality), above 5e-4 for wider ones."""
+    limit = LR_WARN_SMALL if n_feats <= SMALL_FEATS else LR_WARN
+    if lr <= limit:
+        return None
+    seen = ("srpipe measured training stable up to there" if limit == LR_WARN_SMALL
+            else "EDSR training was seen to diverge there")
+    return f"train.lr={lr} is above {limit} for a model of {n_feats} features: {seen}"
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
