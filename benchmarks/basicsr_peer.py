@@ -23,6 +23,11 @@ launcher below: basicsr 1.4.2 imports ``torchvision.transforms.functional_tensor
 ``_functional_tensor`` in torchvision 0.17, so the launcher registers the old name; and
 ``basicsr/train.py`` as a script puts its ``experiments/`` folder beside the installed package
 (site-packages), so the launcher calls ``train_pipeline`` with ``--work`` as the root instead.
+
+``--explain-rate`` trains nothing and says where BasicSR's iteration time goes, side by side in
+one process with the same threads: the bare fp32 training step (forward, L1, backward, Adam on a
+random batch) of BasicSR's EDSR and of srpipe's of the same size, and the CPU time BasicSR's
+loader (PairedImageDataset: whole PNGs decoded, then cropped) spends per iteration.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -47,10 +53,12 @@ from srpipe.models.convert import DIV2K_RGB_MEAN, import_basicsr
 from srpipe.upscalers import load_upscaler
 
 SCALE = 2
-LAUNCHER = """
+TORCHVISION_ALIAS = """
 import sys
 import torchvision.transforms._functional_tensor as renamed
 sys.modules.setdefault("torchvision.transforms.functional_tensor", renamed)
+"""
+LAUNCHER = TORCHVISION_ALIAS + """
 import torch
 from basicsr.train import train_pipeline
 if int(sys.argv[2]):
@@ -80,6 +88,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--eval", nargs="+", default=["../shared/data/Set5", "../shared/data/Set14"],
                     help="HR folders (or dataset names) to score")
     ap.add_argument("--work", type=Path, default=Path("stages/basicsr-peer"), help="folder for everything")
+    ap.add_argument("--explain-rate", action="store_true",
+                    help="train nothing: time BasicSR's and srpipe's bare fp32 steps and BasicSR's loader, side by side")
     return ap.parse_args()
 
 
@@ -173,12 +183,64 @@ def score(checkpoint: Path, sources: list[str]) -> dict[str, dict[str, float]]:
             for s in sources}
 
 
+def bare_step_ms(model, batch: int, patch: int, steps: int = 25, skip: int = 5) -> float:
+    """Mean ms of a bare fp32 training step (forward, L1, backward, Adam) on a random batch."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.Adam(model.parameters(), 5e-4)
+    x, y = torch.rand(batch, 3, patch // SCALE, patch // SCALE), torch.rand(batch, 3, patch, patch)
+    for i in range(steps + skip):
+        if i == skip:
+            start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.l1_loss(model(x), y).backward()
+        opt.step()
+    return (time.perf_counter() - start) / steps * 1000
+
+
+def loader_ms(opt: dict, iterations: int = 10) -> float:
+    """CPU ms BasicSR's training dataset spends on the samples of one iteration."""
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+
+    dataset = PairedImageDataset({**opt["datasets"]["train"], "phase": "train", "scale": SCALE})
+    batch = opt["datasets"]["train"]["batch_size_per_gpu"]
+    dataset[0]
+    start = time.perf_counter()
+    for i in range(iterations * batch):
+        dataset[i % len(dataset)]
+    return (time.perf_counter() - start) / iterations * 1000
+
+
+def explain_rate(args: argparse.Namespace, hr_dir: Path, lr_dir: Path) -> None:
+    """Print where BasicSR's iteration time goes, beside srpipe's step of the same model size."""
+    import torch
+
+    exec(TORCHVISION_ALIAS, {})  # the module name basicsr 1.4.2 imports
+    from basicsr.archs.edsr_arch import EDSR
+
+    from srpipe.models import build_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    opt = options(args, "explain", hr_dir, lr_dir, 1, 1)
+    net = {k: v for k, v in opt["network_g"].items() if k != "type"}
+    ours = dict(scale=SCALE, n_resblocks=args.num_block, n_feats=args.num_feat, res_scale=args.res_scale)
+    torch.manual_seed(args.seed)
+    print(f"{torch.get_num_threads()} torch threads, fp32, batch {args.batch} of {args.patch} px HR crops:")
+    print(f"  BasicSR EDSR bare step:  {bare_step_ms(EDSR(**net), args.batch, args.patch):.0f} ms")
+    print(f"  srpipe EDSR bare step:   {bare_step_ms(build_model('edsr', **ours), args.batch, args.patch):.0f} ms")
+    print(f"  BasicSR loader per iteration (CPU time, in its worker): {loader_ms(opt):.0f} ms")
+
+
 def main() -> None:
     args = parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     hr_dir, lr_dir, n_images = prepare_pairs(args.train, work)
     print(f"{n_images} training pairs (srpipe bicubic x{SCALE}) in {hr_dir.parent}", flush=True)
+    if args.explain_rate:
+        return explain_rate(args, hr_dir, lr_dir)
 
     step = max(1, args.warmup_iters // 6)
     log, _ = run_basicsr(options(args, "warmup", hr_dir, lr_dir, args.warmup_iters, step), work, args.threads)
