@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -291,3 +292,22 @@ def test_step_seconds_times_real_steps_without_touching_the_run(tmp_path, data):
                                     ModelParams(**TINY_MODEL), TrainParams(**TINY_TRAIN), steps=3)
     assert 0 < step < 10 and 0 < validation < 60
     assert not (tmp_path / "scratch" / "last.pt").exists()
+
+
+def test_a_diverged_epoch_stops_training_and_keeps_the_last_good_state(tmp_path, data, monkeypatch):
+    calls = {"n": 0}
+
+    def exploding(pred, target):  # finite, but 1000 times larger from epoch 3 on, as lr 4e-3 went (README)
+        calls["n"] += 1
+        loss = torch.nn.functional.l1_loss(pred, target)
+        return loss * 1000 if calls["n"] > 12 else loss
+
+    monkeypatch.setitem(LOSSES, "l1", exploding)
+    with pytest.raises(SrpipeError, match=r"training diverged in epoch 3: its mean loss .* is over 10 times the lowest "
+                                          r"so far .*lower train.lr \(e.g. to 0.0001\)"):
+        run(data, tmp_path, epochs=4, lr=2e-4, save_every=0, snapshot_every=1)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["progress"]["step"] == 12
+    assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] <= 2
+    assert sorted(p.name for p in (tmp_path / "snapshots").glob("*.pt")) == ["epoch_0001.pt", "epoch_0002.pt"]
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert log["epoch"].tolist() == [1, 2, 3] and log["loss"].iloc[2] > 100 * log["loss"].iloc[1]

@@ -38,6 +38,7 @@ from .sampling import CropDataset, RunSampler, epoch_steps, make_loader
 from .state import Progress, file_sha256, load_matching, model_arch, resumable, run_fingerprint
 
 VAL_OVERLAP = 16  # LR pixels of context around each validation tile
+DIVERGED = 10.0  # an epoch whose mean loss is this many times the lowest so far stops training
 TIMING_WARMUP = 3  # untimed first steps of a step-time measurement (allocations, caches)
 
 
@@ -113,6 +114,7 @@ class Trainer:
         self.progress = Progress()
         if state is not None:
             self._resume(state)
+        self.loss_floor = min((row["loss"] for row in self.progress.history), default=math.inf)
         self.net = self._wrap(self.model)
         self.board = Board(out_dir / "tb", ddp.main, self.progress.step, self.model, cfg.feature_stats_every)
 
@@ -274,30 +276,47 @@ class Trainer:
         return scores
 
     def end_epoch(self) -> None:
+        """Log the epoch (validation, train_log.csv) and keep its weights, unless its loss diverged:
+        then stop, with last.pt and best.pt as the last good epoch left them."""
         p = self.progress
+        loss, p.epoch_losses = float(np.mean(p.epoch_losses)), []
+        floor, self.loss_floor = self.loss_floor, min(self.loss_floor, loss)
+        diverged, epoch = loss > DIVERGED * floor, p.step // self.steps_per_epoch
         if self.ddp.main:
-            epoch = p.step // self.steps_per_epoch
-            val = self.validate()
-            row = {"epoch": epoch, "loss": float(np.mean(p.epoch_losses)), "val_psnr": val["psnr"],
-                   "val_ssim": val["ssim"], "lr": self.optimizer.param_groups[0]["lr"], "step": p.step,
-                   "minutes": round(p.seconds / 60, 4)}
-            p.history.append(row)
-            p.epoch_losses = []
-            self.board.scalars(p.step, {"val/psnr": val["psnr"], "val/ssim": val["ssim"]})
-            tqdm.write(f"epoch {epoch}: loss {row['loss']:.4f}  val PSNR {val['psnr']:.3f} dB  SSIM {val['ssim']:.4f}")
-            scored = self.ema.module if self.ema is not None else self.model
-            if val["psnr"] > p.best_psnr:
-                p.best_psnr, p.best_epoch = val["psnr"], epoch
-                save_checkpoint(self.out_dir / "best.pt", scored, self.arch, epoch=epoch, val_psnr=val["psnr"])
-            if self.cfg.snapshot_every and epoch % self.cfg.snapshot_every == 0:
-                save_checkpoint(self.out_dir / "snapshots" / f"epoch_{epoch:04d}.pt", scored, self.arch,
-                                epoch=epoch, step=p.step, val_psnr=val["psnr"])
-            self.save_last()
+            val = self._log_epoch(epoch, loss)
+            if not diverged:
+                self._keep_epoch(epoch, val["psnr"])
             with atomic_path(self.log_csv) as tmp:
                 pd.DataFrame(p.history).to_csv(tmp, index=False)
-        else:
-            self.progress.epoch_losses = []
         self.ddp.barrier()
+        if diverged:
+            raise SrpipeError(
+                f"training diverged in epoch {epoch}: its mean loss {loss:.4g} is over {DIVERGED:g} times the "
+                f"lowest so far ({floor:.4g}); {self.last} and best.pt are kept as the last good epoch left them; "
+                f"lower train.lr (e.g. to {self.cfg.lr / 2:g}) and run again")
+
+    def _log_epoch(self, epoch: int, loss: float) -> dict[str, float]:
+        """Validate, and record the epoch in the history, TensorBoard and the console."""
+        p = self.progress
+        val = self.validate()
+        row = {"epoch": epoch, "loss": loss, "val_psnr": val["psnr"], "val_ssim": val["ssim"],
+               "lr": self.optimizer.param_groups[0]["lr"], "step": p.step, "minutes": round(p.seconds / 60, 4)}
+        p.history.append(row)
+        self.board.scalars(p.step, {"val/psnr": val["psnr"], "val/ssim": val["ssim"]})
+        tqdm.write(f"epoch {epoch}: loss {loss:.4f}  val PSNR {val['psnr']:.3f} dB  SSIM {val['ssim']:.4f}")
+        return val
+
+    def _keep_epoch(self, epoch: int, psnr: float) -> None:
+        """best.pt (if the best so far), the snapshot (if due) and last.pt."""
+        p = self.progress
+        scored = self.ema.module if self.ema is not None else self.model
+        if psnr > p.best_psnr:
+            p.best_psnr, p.best_epoch = psnr, epoch
+            save_checkpoint(self.out_dir / "best.pt", scored, self.arch, epoch=epoch, val_psnr=psnr)
+        if self.cfg.snapshot_every and epoch % self.cfg.snapshot_every == 0:
+            save_checkpoint(self.out_dir / "snapshots" / f"epoch_{epoch:04d}.pt", scored, self.arch,
+                            epoch=epoch, step=p.step, val_psnr=psnr)
+        self.save_last()
 
     def save_last(self) -> None:
         p = self.progress
