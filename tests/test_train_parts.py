@@ -32,6 +32,8 @@ def test_lr_warning_is_measured_per_model_width_and_silent_for_the_demo_recipe()
     assert recipe.lr_warning(2e-3, 32) is None  # measured stable at 8x32 (README: time to quality)
     assert recipe.lr_warning(4e-3, 32) == ("train.lr=0.004 is above 0.002 for a model of 32 features: "
                                            "srpipe measured training stable up to there")
+    assert recipe.lr_warning(1e-3, 48) is None  # measured stable at 12x48
+    assert "above 0.001 for a model of 48 features" in recipe.lr_warning(2e-3, 48)
     assert recipe.lr_warning(5e-4, 64) is None
     assert "EDSR training was seen to diverge" in recipe.lr_warning(1e-3, 64)
     demo = read(Path(__file__).parents[1] / "params.yaml", [])

@@ -13,7 +13,9 @@ from ..config import TrainParams
 from ..hardware import bf16_supported
 
 LR_WARN = 5e-4  # the EDSR paper saw its wide models' training diverge above this
-LR_WARN_SMALL, SMALL_FEATS = 2e-3, 32  # measured stable up to this lr at up to this many features (README)
+# (features, lr): srpipe measured training stable up to this lr at up to this many features
+# (README: time to quality; 8x32 diverged at 4e-3)
+MEASURED_STABLE = ((32, 2e-3), (48, 1e-3))
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -46,13 +48,13 @@ def lr_lambda(cfg: TrainParams, steps_per_epoch: int) -> Callable[[int], float]:
 
 
 def lr_warning(lr: float, n_feats: int) -> str | None:
-    """Why ``lr`` is risky for a model of ``n_feats`` features, or None: above 2e-3 for the small
-    models whose training srpipe measured (README: time to quality), above 5e-4 for wider ones."""
-    limit = LR_WARN_SMALL if n_feats <= SMALL_FEATS else LR_WARN
+    """Why ``lr`` is risky for a model of ``n_feats`` features, or None: above the highest lr
+    srpipe measured stable at that width (:data:`MEASURED_STABLE`), above 5e-4 for wider models."""
+    measured = [limit for feats, limit in MEASURED_STABLE if n_feats <= feats]
+    limit = measured[0] if measured else LR_WARN
     if lr <= limit:
         return None
-    seen = ("srpipe measured training stable up to there" if limit == LR_WARN_SMALL
-            else "EDSR training was seen to diverge there")
+    seen = "srpipe measured training stable up to there" if measured else "EDSR training was seen to diverge there"
     return f"train.lr={lr} is above {limit} for a model of {n_feats} features: {seen}"
 
 
