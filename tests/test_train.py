@@ -149,7 +149,7 @@ def test_ema_weights_are_what_best_pt_holds(tmp_path, data):
 
 
 def test_summary_tensorboard_and_warning(tmp_path, data):
-    with pytest.warns(UserWarning, match="train.lr=0.003 is above 0.002 for a model of 8 features"):
+    with pytest.warns(UserWarning, match=r"train.lr=0.003 is above 0.002 for a 1x8 model \(residual blocks x features\)"):
         summary = run(data, tmp_path, epochs=2, lr=3e-3, amp="bf16", loss="charbonnier", snapshot_every=1)
     # 3x3 convs with biases: head 3->8, residual block 2x 8->8, body 8->8, upsampler 8->32, tail 8->3
     assert summary["params"] == 224 + 2 * 584 + 584 + 2336 + 219 and summary["steps"] == 12

@@ -13,9 +13,9 @@ from ..config import TrainParams
 from ..hardware import bf16_supported
 
 LR_WARN = 5e-4  # the EDSR paper saw its wide models' training diverge above this
-# (features, lr): srpipe measured training stable up to this lr at up to this many features
-# (README: time to quality; 8x32 diverged at 4e-3)
-MEASURED_STABLE = ((32, 2e-3), (48, 1e-3))
+# (residual blocks, features, lr): srpipe measured training stable up to this lr for models no
+# deeper and no wider (README: time to quality; 8x32 diverged at 4e-3, 16x32 at 2e-3)
+MEASURED_STABLE = ((8, 32, 2e-3), (12, 48, 1e-3))
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -47,15 +47,17 @@ def lr_lambda(cfg: TrainParams, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
-def lr_warning(lr: float, n_feats: int) -> str | None:
-    """Why ``lr`` is risky for a model of ``n_feats`` features, or None: above the highest lr
-    srpipe measured stable at that width (:data:`MEASURED_STABLE`), above 5e-4 for wider models."""
-    measured = [limit for feats, limit in MEASURED_STABLE if n_feats <= feats]
+def lr_warning(lr: float, blocks: int, n_feats: int) -> str | None:
+    """Why ``lr`` is risky for a model of ``blocks`` residual blocks of ``n_feats`` features, or
+    None: above the highest lr srpipe measured stable for a model no deeper and no wider
+    (:data:`MEASURED_STABLE`), above 5e-4 for larger models."""
+    measured = [limit for most_blocks, most_feats, limit in MEASURED_STABLE
+                if blocks <= most_blocks and n_feats <= most_feats]
     limit = measured[0] if measured else LR_WARN
     if lr <= limit:
         return None
     seen = "srpipe measured training stable up to there" if measured else "EDSR training was seen to diverge there"
-    return f"train.lr={lr} is above {limit} for a model of {n_feats} features: {seen}"
+    return f"train.lr={lr} is above {limit} for a {blocks}x{n_feats} model (residual blocks x features): {seen}"
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
