@@ -29,17 +29,21 @@ def test_step_schedule_multiplies_by_gamma_every_step_size_epochs():
 
 
 def test_lr_warning_is_measured_per_model_size_and_silent_for_the_demo_recipe():
-    assert recipe.lr_warning(2e-3, 8, 32) is None  # measured stable at 8x32 (README: time to quality)
-    assert recipe.lr_warning(4e-3, 8, 32) == ("train.lr=0.004 is above 0.002 for a 8x32 model (residual blocks x features): "
-                                              "srpipe measured training stable up to there")
-    assert recipe.lr_warning(1e-3, 12, 48) is None  # measured stable at 12x48
-    assert "above 0.001 for a 12x48 model" in recipe.lr_warning(2e-3, 12, 48)
-    assert "above 0.0005 for a 16x32 model" in recipe.lr_warning(2e-3, 16, 32)  # 16x32 diverged
-    assert recipe.lr_warning(5e-4, 16, 64) is None
-    assert "EDSR training was seen to diverge" in recipe.lr_warning(1e-3, 16, 64)
+    def edsr(blocks, feats):
+        return {"n_resblocks": blocks, "n_feats": feats}
+
+    assert recipe.lr_warning(2e-3, edsr(8, 32)) is None  # measured stable at 8x32 (README: time to quality)
+    assert recipe.lr_warning(4e-3, edsr(8, 32)) == ("train.lr=0.004 is above 0.002 for a 8x32 model (residual blocks x "
+                                                   "features): srpipe measured training stable up to there")
+    assert recipe.lr_warning(1e-3, edsr(12, 48)) is None  # measured stable at 12x48
+    assert "above 0.001 for a 12x48 model" in recipe.lr_warning(2e-3, edsr(12, 48))
+    assert "above 0.0005 for a 16x32 model" in recipe.lr_warning(2e-3, edsr(16, 32))  # 16x32 diverged
+    assert recipe.lr_warning(5e-4, edsr(16, 64)) is None
+    assert "EDSR training was seen to diverge" in recipe.lr_warning(1e-3, edsr(16, 64))
     demo = read(Path(__file__).parents[1] / "params.yaml", [])
-    sizes = demo.model.sizes()
-    assert recipe.lr_warning(demo.train.lr, sizes["n_resblocks"], sizes["n_feats"]) is None
+    assert recipe.lr_warning(demo.train.lr, demo.model.sizes()) is None
+    rcan = {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64}  # depth: groups x blocks
+    assert "above 0.0005 for a 200x64 model" in recipe.lr_warning(1e-3, rcan)
 
 
 def test_losses():

@@ -94,8 +94,7 @@ class Trainer:
     def __init__(self, patches_dir: Path, valid_dir: Path, out_dir: Path, log_csv: Path, scale: int, seed: int,
                  model_cfg: ModelParams, cfg: TrainParams, crop_border: int, device: torch.device,
                  ddp: Distributed, degradation: DegradationParams | None):
-        sizes = model_cfg.sizes()
-        risky = lr_warning(cfg.lr, sizes["n_resblocks"] * sizes.get("n_resgroups", 1), sizes["n_feats"])
+        risky = lr_warning(cfg.lr, model_cfg.sizes())
         if risky and ddp.main:
             warnings.warn(risky, stacklevel=3)
         if cfg.batch_size % ddp.world:

@@ -47,10 +47,11 @@ def lr_lambda(cfg: TrainParams, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
-def lr_warning(lr: float, blocks: int, n_feats: int) -> str | None:
-    """Why ``lr`` is risky for a model of ``blocks`` residual blocks of ``n_feats`` features, or
-    None: above the highest lr srpipe measured stable for a model no deeper and no wider
-    (:data:`MEASURED_STABLE`), above 5e-4 for larger models."""
+def lr_warning(lr: float, sizes: dict) -> str | None:
+    """Why ``lr`` is risky for a model of these sizes (``ModelParams.sizes()``; its depth counts
+    RCAN's groups x blocks), or None: above the highest lr srpipe measured stable for a model no
+    deeper and no wider (:data:`MEASURED_STABLE`), above 5e-4 for larger models."""
+    blocks, n_feats = sizes["n_resblocks"] * sizes.get("n_resgroups", 1), sizes["n_feats"]
     measured = [limit for most_blocks, most_feats, limit in MEASURED_STABLE
                 if blocks <= most_blocks and n_feats <= most_feats]
     limit = measured[0] if measured else LR_WARN
