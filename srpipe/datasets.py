@@ -8,8 +8,6 @@ into ``<raw_dir>/NAME/`` (or that the user puts there by hand), or by a folder p
 from __future__ import annotations
 
 import hashlib
-import logging
-import re
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -170,17 +168,6 @@ def extract(archive: Path, target: Path, prefix: str = "") -> None:
         raise SrpipeError(f"cannot extract {archive.name}: {exc}") from None
 
 
-@contextmanager
-def _quiet(logger: logging.Logger) -> Iterator[None]:
-    """Silence pooch's "Downloading data from ..." lines: srpipe's progress bar names the file."""
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 class _Bar:
     """srpipe's progress bar behind pooch's protocol (total, update, reset, close), shown once pooch
     knows the size (a tqdm bar handed to pooch directly would show a dummy total while connecting)."""
@@ -246,28 +233,31 @@ def _download_errors(archive: Archive, by_hand: Path) -> Iterator[None]:
         raise SrpipeError(f"download of {archive.url} was cut short ({_cause(exc)}); fetch again") from None
     except requests.RequestException as exc:
         raise SrpipeError(f"cannot download {archive.url} ({_cause(exc)}); {offline}") from None
-    except ValueError as exc:  # pooch.retrieve: the SHA-256 differs (the download was deleted)
-        if "does not match the known hash" not in str(exc):
-            raise
-        got = re.search(r"got (\w+)", str(exc))
-        raise SrpipeError(f"checksum mismatch for {archive.url}: expected sha256 {archive.sha256}"
-                          f"{f', got {got[1]}' if got else ''}; the download is corrupt or the file changed "
-                          f"on the server: fetch again, or {offline}") from None
 
 
 def cached_archive(archive: Archive, raw_dir: str | Path, by_hand: Path) -> Path:
     """A verified copy of ``archive`` in ``raw_dir/.archives``, shared by the datasets it holds.
 
-    pooch downloads it once, to a temporary name renamed only when its SHA-256 matches, and again
-    if the copy there is corrupt. Failures name ``by_hand``: where the user may put the images instead.
+    Downloaded once (pooch's HTTP downloader) to :func:`~srpipe.io.atomic_path`'s temporary name,
+    renamed only when its SHA-256 matches, and again if the copy there is corrupt; what a killed
+    download left (SIGKILL, power loss) is removed by the next fetch. Failures name ``by_hand``:
+    where the user may put the images instead.
     """
     import pooch
 
     cache = Path(raw_dir) / ".archives"
     check_writable(cache, folder=True)
-    with _download_errors(archive, by_hand), _quiet(pooch.get_logger()):
-        return Path(pooch.retrieve(archive.url, archive.sha256, fname=archive.filename, path=cache,
-                                   downloader=_download))
+    target = cache / archive.filename
+    if target.is_file() and pooch.file_hash(str(target)) == archive.sha256.lower():
+        return target
+    with _download_errors(archive, by_hand), atomic_path(target, clean=True) as tmp:
+        _download(archive.url, str(tmp), None)
+        got = pooch.file_hash(str(tmp))
+        if got != archive.sha256.lower():
+            raise SrpipeError(f"checksum mismatch for {archive.url}: expected sha256 {archive.sha256}, got {got}; "
+                              "the download is corrupt or the file changed on the server: fetch again, or "
+                              f"put the HR images in {by_hand}/ by hand")
+    return target
 
 
 def fetch(dataset: StandardDataset, raw_dir: str | Path) -> tuple[Path, bool]:

@@ -230,6 +230,27 @@ def test_interrupted_download_leaves_nothing(server, tmp_path, monkeypatch):
     assert list((tmp_path / ".archives").iterdir()) == []
 
 
+def test_a_download_killed_by_sigkill_is_cleaned_up_by_the_next_fetch(server, tmp_path):
+    """SIGKILL runs no cleanup: the half-written download stays until the next fetch removes it."""
+    import subprocess
+    import sys
+
+    killed = subprocess.run([sys.executable, "-c", f"""
+import os, signal
+from srpipe.datasets import Archive, StandardDataset, fetch, _Bar
+_Bar.update = lambda self, n: os.kill(os.getpid(), signal.SIGKILL)  # killed after the first chunk
+fetch(StandardDataset("tiny", (Archive("{server.url}/tiny.zip", "{server.sha}", "tiny.zip"),), "Tiny/HR", ""),
+      r"{tmp_path}")
+"""], capture_output=True)
+    assert killed.returncode == -9
+    left = list((tmp_path / ".archives").iterdir())
+    assert len(left) == 1 and left[0].name != "tiny.zip"  # the killed download's temporary
+    with pytest.warns(UserWarning, match=rf"removed {left[0]} .* left by a killed run"):
+        folder, fetched = fetch(tiny(server), tmp_path)
+    assert fetched and len(list(folder.iterdir())) == 3
+    assert [p.name for p in (tmp_path / ".archives").iterdir()] == ["tiny.zip"]
+
+
 def test_data_train_joins_a_list_of_sets_and_refuses_two_images_of_one_name(tmp_path, monkeypatch):
     from srpipe.config import load_params
     from srpipe.data import source_files
