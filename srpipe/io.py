@@ -18,6 +18,7 @@ import numpy as np
 
 # The one list of image formats srpipe reads from folders and writes (`upscale --format`).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+TIFF_SUFFIXES = (".tif", ".tiff")
 # What libjpeg says (on stderr, unseen by OpenCV's caller) when a file is cut short or damaged;
 # OpenCV then returns the image with a grey remainder.
 JPEG_DAMAGE = ("Premature end of JPEG file", "Corrupt JPEG data")
@@ -95,7 +96,22 @@ def imread_raw(path: str | Path) -> np.ndarray:
                           "its lower part would be grey: replace or remove the file")
     if said:
         print("\n".join(said), file=sys.stderr)
+    if img.ndim == 3 and img.shape[2] == 4 and img.dtype == np.uint8 and path.suffix.lower() in TIFF_SUFFIXES:
+        img = _unassociated_alpha_tiff(path, img)
     return img
+
+
+def _unassociated_alpha_tiff(path: Path, bgra: np.ndarray) -> np.ndarray:
+    """An 8-bit TIFF with unassociated alpha (ExtraSamples = 2: Pillow's, GIMP's, tifffile's) decoded
+    by Pillow: OpenCV reads it through libtiff's RGBA interface, which multiplies the colour by
+    alpha, so a half-transparent pixel came out half as bright and a transparent one black."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        extra = im.tag_v2.get(338, ()) if hasattr(im, "tag_v2") else ()
+        if im.mode != "RGBA" or 2 not in (extra if isinstance(extra, tuple) else (extra,)):
+            return bgra
+        return cv2.cvtColor(np.asarray(im), cv2.COLOR_RGBA2BGRA)
 
 
 def read_image_alpha(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, int]:

@@ -35,6 +35,23 @@ def test_rgba_alpha_dropped_with_warning(tmp_path):
     assert img.shape == (2, 2, 3) and img[0, 0].tolist() == [200, 0, 0]
 
 
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])
+def test_a_tiff_with_unassociated_alpha_keeps_its_colours(tmp_path, compression):
+    """Pillow, GIMP and tifffile write 8-bit RGBA TIFFs with unassociated alpha; OpenCV reads those
+    through libtiff's RGBA interface, which multiplies the colour by alpha (and blacks out what is
+    transparent)."""
+    from PIL import Image
+
+    from srpipe.io import read_image_alpha
+
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[..., :3] = (200, 100, 50)
+    rgba[..., 3] = [[255, 128, 0], [1, 64, 255]]
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "t.tif", compression=compression)
+    rgb, alpha, bits = read_image_alpha(tmp_path / "t.tif")
+    assert (rgb == (200, 100, 50)).all() and np.array_equal(alpha, rgba[..., 3]) and bits == 8
+
+
 def test_corrupt_image_is_reported_by_path(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG not really")
