@@ -259,12 +259,13 @@ def onnx_footprint(path: str | Path, scale: int) -> Footprint:
     return Footprint(math.ceil(reach), widest)
 
 
-def open_model(path: str | Path, ensemble: bool = False) -> LoadedModel:
-    """A ``.onnx`` file (any input and output names; the scale from srpipe's metadata or a small
-    run) or an srpipe checkpoint, ready to upscale (self-ensembled with ``ensemble``), with its
-    scale and footprint."""
-    if Path(path).suffix.lower() == ".onnx":
-        session = ort_session(path, arena=False)
+def open_model(path: str | Path, ensemble: bool = False, kind: str | None = None, arena: bool = False) -> LoadedModel:
+    """An ONNX file (any input and output names; the scale from srpipe's metadata or a small run)
+    or an srpipe checkpoint, ready to upscale (self-ensembled with ``ensemble``), with its scale
+    and footprint. ``kind`` ("onnx" or "model") says which; by default the suffix does (``.onnx``).
+    ``arena``: ONNX Runtime's memory arena (:func:`ort_session`; off for images of varying sizes)."""
+    if (kind or ("onnx" if Path(path).suffix.lower() == ".onnx" else "model")) == "onnx":
+        session = ort_session(path, arena=arena)
         scale = onnx_scale(session, path)
         return LoadedModel(onnx_upscaler(session, scale, path, ensemble), scale, "onnx", onnx_footprint(path, scale))
     from .models import load_model
@@ -290,15 +291,10 @@ def load_upscaler(
     A checkpoint knows its scale; an ONNX file records it (srpipe's metadata) or shows it on a
     small run; ``scale`` is the baseline's.
     """
-    if checkpoint is not None:
-        from .models import load_model
-
-        model, _ = load_model(checkpoint)
-        return torch_upscaler(model, ensemble), model.scale, "model"
-    if onnx is not None:
-        session = ort_session(onnx)
-        found = onnx_scale(session, onnx)
-        return onnx_upscaler(session, found, onnx, ensemble), found, "onnx"
+    if checkpoint is not None or onnx is not None:
+        kind = "model" if checkpoint is not None else "onnx"
+        loaded = open_model(checkpoint if checkpoint is not None else onnx, ensemble, kind=kind, arena=True)
+        return loaded.upscaler, loaded.scale, loaded.label
     if baseline == "bicubic":
         if scale is None:
             raise SrpipeError("the bicubic baseline needs a scale")
