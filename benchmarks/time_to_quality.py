@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="override a param, e.g. model.n_feats=48 (repeatable)")
     ap.add_argument("--points", type=int, default=None, help="scored snapshots (default: one per 5 minutes)")
     ap.add_argument("--epochs-per-point", type=int, default=5, help="epochs between snapshots")
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="train exactly this many iterations instead of measuring the step rate (to compare a "
+                         "lever with an earlier run at equal work, free of the machine's drift)")
     ap.add_argument("--rate-steps", type=int, default=20, help="timed steps of the rate measurement")
     ap.add_argument("--label", default="srpipe", help="the run's name in the table and its folder")
     ap.add_argument("--work", type=Path, default=None, help="folder (default stages/time-to-quality/LABEL)")
@@ -107,11 +110,19 @@ def prepare_data(args: argparse.Namespace, p: Params, files: list[Path]) -> tupl
 
 def plan(args: argparse.Namespace, p: Params, store: Path, valid: Path) -> tuple[Params, float]:
     """The params of the run, its iterations fixed from the measured step rate and the time its
-    per-epoch validations take out of the budget; and that step time."""
-    with tempfile.TemporaryDirectory() as scratch:
-        step, validation = step_seconds(store, valid, scratch, p.scale, p.seed, p.model, p.train, args.rate_steps)
+    per-epoch validations take out of the budget (or from ``--iterations``); and that step time
+    (with ``--iterations``: the budget's minutes per iteration)."""
     epochs = args.points * args.epochs_per_point
-    per_epoch = max(1, int((args.minutes * 60 / epochs - validation) / step))
+    if args.iterations:
+        if args.iterations % epochs:
+            raise SrpipeError(f"--iterations {args.iterations} is not a multiple of the {epochs} epochs "
+                              "(--points x --epochs-per-point)")
+        step, per_epoch = args.minutes * 60 / args.iterations, args.iterations // epochs
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            step, validation = step_seconds(store, valid, scratch, p.scale, p.seed, p.model, p.train,
+                                            args.rate_steps)
+        per_epoch = max(1, int((args.minutes * 60 / epochs - validation) / step))
     update = {"epochs": epochs, "steps_per_epoch": per_epoch, "snapshot_every": args.epochs_per_point}
     return p.model_copy(update={"train": p.train.model_copy(update=update)}), step
 

@@ -168,6 +168,8 @@ class TrainParams(_Section):
     grad_accum: int = Field(1, ge=1, description="effective batch = batch_size * grad_accum")
     steps_per_epoch: Optional[int] = Field(None, ge=1, description="null: as many crops as fit side by side in the images")
     patch_size: Optional[int] = Field(None, ge=4, description="HR crop side; null: 48 * scale (EDSR's LR patch of 48)")
+    texture_sampling: float = Field(0.0, ge=0, le=4, description=(
+        "draw crops with weight (detail under the crop / mean detail)^this; 0: uniform over positions"))
     save_every: int = Field(500, ge=0, description="steps between saves of last.pt inside an epoch; 0: epoch ends only")
     snapshot_every: int = Field(0, ge=0, description="keep the weights of every Nth epoch in snapshots/; 0: off")
     init_from: Optional[str] = Field(None, description="start from this checkpoint's tensors whose name and shape match")

@@ -62,3 +62,13 @@ def test_b100_is_refused_for_a_model_trained_on_bsd68(tmp_path):
     with pytest.raises(SrpipeError, match="BSD300's test split"):
         ttq.check_held_out([], {str(tmp_path / "B100"): []}, [str(tmp_path / "BSD68")])
     ttq.check_held_out([], {str(tmp_path / "Set14"): []}, [str(tmp_path / "BSD68")])
+
+
+def test_iterations_fix_the_budget_without_measuring_the_step_rate():
+    args = ttq.parse_args(["--minutes", "10", "--train", "x", "--iterations", "7330", "--points", "2"])
+    p, seconds = ttq.plan(args, ttq.Params(), store=None, valid=None)  # no store: nothing is measured
+    assert (p.train.epochs, p.train.steps_per_epoch, p.train.snapshot_every) == (10, 733, 5)
+    assert seconds == pytest.approx(600 / 7330)
+    args.iterations = 7331
+    with pytest.raises(SrpipeError, match="--iterations 7331 is not a multiple of the 10 epochs"):
+        ttq.plan(args, ttq.Params(), store=None, valid=None)

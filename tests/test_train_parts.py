@@ -10,7 +10,8 @@ from srpipe.config import TrainParams
 from srpipe.training import LOSSES, autocast_dtype, fingerprint_changes, lr_lambda, recipe
 from srpipe.datasets import dataset_files
 from srpipe.io import read_image
-from srpipe.training.sampling import CropDataset, RunSampler, crop_positions, epoch_plan, epoch_steps, transform
+from srpipe.training.sampling import (CropDataset, RunSampler, crop_positions, detail_energy, epoch_plan, epoch_steps,
+                                      texture_cells, transform)
 
 
 def test_warmup_is_linear_then_cosine_to_the_floor_at_the_last_step():
@@ -85,6 +86,46 @@ def test_plan_depends_only_on_seed_and_epoch_and_is_uniform_over_crop_positions(
     first = a[a[:, 0] == 0]
     assert first[:, 3].max() == 9 and first[:, 4].max() == 29 and first[:, 3:].min() == 0
     assert abs(first[:, 4].mean() - 14.5) < 0.5 and set(a[:, 1]) == {0, 1} and set(a[:, 2]) == {0, 1, 2, 3}
+
+
+def test_detail_energy_is_what_a_down_and_up_resize_loses():
+    flat = np.full((8, 12, 3), 90, np.uint8)
+    assert detail_energy(flat, 2).shape == (4, 6) and np.allclose(detail_energy(flat, 2), 0, atol=1e-3)
+    stripes = np.zeros((8, 12, 3), np.uint8)
+    stripes[:, ::2] = 255  # 1-px white/black columns: an area resize leaves mid-grey, all detail is lost
+    # luma 235 - 16 = 219 on every HR pixel away from the border's bicubic overshoot: 4 x (219 / 2)^2 per LR pixel
+    assert detail_energy(stripes, 2)[1:-1, 1:-1] == pytest.approx(np.full((2, 4), 4 * 109.5**2), rel=1e-3)
+
+
+def half_textured_store():
+    """One image whose left half is flat grey and whose right half is 1-px stripes (LR 40 x 80)."""
+    hr = np.full((80, 160, 3), 120, np.uint8)
+    hr[:, 80::2] = 250
+    store = ArrayStore([hr[::2, ::2].copy()], 2)
+    store._hr = [hr]
+    return store
+
+
+def test_texture_sampling_covers_every_origin_once_and_draws_detail_more_often():
+    store = half_textured_store()
+    ys, xs = crop_positions(store.sizes, 16, 2)  # LR crop 8: 33 x 73 origins
+    cells = texture_cells(store, 16, 1.0)
+    covered = np.zeros((33, 73), int)
+    for y, x, h, w in zip(cells.y, cells.x, cells.h, cells.w):
+        covered[y : y + h, x : x + w] += 1
+    assert (covered == 1).all()  # cells of 4 x 4 origins (the last ones smaller) tile the origins
+    uniform = CropDataset(store, 16, 20000, seed=1).plan(1)
+    weighted = CropDataset(store, 16, 20000, seed=1, texture=1.0)
+    plan = weighted.plan(1)
+    assert np.array_equal(plan, CropDataset(store, 16, 20000, seed=1, texture=1.0).plan(1))  # seed and epoch only
+    assert not np.array_equal(plan, weighted.plan(2))
+    assert plan[:, 3].min() == 0 and plan[:, 3].max() == 32 and plan[:, 4].max() == 72  # every origin reachable
+    flat = lambda p: (p[:, 4] + 8 <= 40).mean()  # crops wholly in the flat half (origin x <= 32 of 73)
+    assert flat(uniform) == pytest.approx(33 / 73, abs=0.02)
+    assert flat(plan) < 0.02  # their detail is floored at 1% of the mean: about 1% of their uniform share
+    # power 0.25: flat cells weigh 0.01^0.25 = 0.32 and textured ones about 2^0.25 = 1.19 (detail at
+    # twice the mean), a share of 0.45 x 0.32 / (0.45 x 0.32 + 0.55 x 1.19) = 0.18 for the flat half
+    assert flat(CropDataset(store, 16, 20000, seed=1, texture=0.25).plan(1)) == pytest.approx(0.18, abs=0.03)
 
 
 def test_all_eight_dihedral_transforms_are_distinct():

@@ -134,7 +134,7 @@ class Trainer:
         self.on_the_fly = degradation if degradation is not None and degradation.on_the_fly else None
         degrade = CropDegrader(self.on_the_fly, self.scale) if self.on_the_fly else None
         self.dataset = CropDataset(self.store, self.crop, self.steps_per_epoch * cfg.grad_accum * cfg.batch_size,
-                                   self.seed, degrade=degrade)
+                                   self.seed, degrade=degrade, texture=cfg.texture_sampling)
 
     def _fingerprint(self) -> dict:
         cfg = self.cfg

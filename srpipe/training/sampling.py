@@ -3,7 +3,10 @@
 Every sample of a run has a number ``g``; sample ``g`` belongs to epoch ``g // rows + 1`` (``rows``
 samples per epoch) and is row ``g % rows`` of that epoch's *plan*: (image, flip, quarter turns,
 crop y, crop x), drawn from (seed, epoch) alone. Crop origins are uniform over every LR-aligned
-position of every image, so large images are sampled in proportion to their area. A run resumed
+position of every image, so large images are sampled in proportion to their area; or, with
+``train.texture_sampling: p > 0``, weighted by the detail under the crop to the power ``p``
+(:func:`texture_cells`), so that flat sky and walls, which a bicubic skip already restores, take
+fewer of the steps (SamplingAug, Wang et al. 2021, samples informative patches). A run resumed
 at step ``t`` asks for samples from ``t``'s first one on and sees exactly the batches an
 uninterrupted run would have seen, with any number of loader workers or processes.
 """
@@ -11,17 +14,22 @@ uninterrupted run would have seen, with any number of loader workers or processe
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..io import SrpipeError
 from ..patches import ImageStore
+from ..progress import progress
 
 DEGRADE_MARGIN = 8  # LR pixels of context degraded around an on-the-fly crop (blur and resize reach)
 RELEASE_EVERY = 64  # crops between drops of the store's mapped pages (under 1 MB each at 96 px)
+LUMA = np.array([65.481, 128.553, 24.966], np.float32) / 255  # BT.601 Y weights, as the metrics use
+FLAT_FLOOR = 0.01  # a cell's detail is floored at this fraction of the mean: flat regions stay possible
 
 
 def crop_positions(sizes: np.ndarray, crop: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +51,71 @@ def epoch_plan(ys: np.ndarray, xs: np.ndarray, rows: int, seed: int, epoch: int)
     return np.stack([image, flips, turns, cy, cx], axis=1)
 
 
+def detail_energy(hr: np.ndarray, scale: int) -> np.ndarray:
+    """Per LR pixel, the squared luma that an area down-resize by ``scale`` and a bicubic resize back
+    lose of the HR pixels under it: the detail that a model with a bicubic skip has to restore."""
+    y = hr.astype(np.float32) @ LUMA
+    h, w = y.shape
+    small = cv2.resize(y, (w // scale, h // scale), interpolation=cv2.INTER_AREA)
+    lost = (y - cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)) ** 2
+    return lost.reshape(h // scale, scale, w // scale, scale).sum(axis=(1, 3))
+
+
+@dataclass
+class Cells:
+    """Crop origins grouped in rectangles: origins ``y .. y + h - 1`` x ``x .. x + w - 1`` of ``image``,
+    drawn with probability proportional to ``weight`` (then uniformly inside the rectangle)."""
+
+    image: np.ndarray
+    y: np.ndarray
+    x: np.ndarray
+    h: np.ndarray
+    w: np.ndarray
+    weight: np.ndarray
+
+
+def _image_cells(energy: np.ndarray, lr_crop: int, ny: int, nx: int) -> tuple[np.ndarray, ...]:
+    """One image's cells of side ``lr_crop // 2`` over its ``ny`` x ``nx`` crop origins, and the mean
+    detail of the crop at each cell's centre (a summed-area table gives each in O(1))."""
+    side = max(1, lr_crop // 2)
+    y0, x0 = np.arange(0, ny, side), np.arange(0, nx, side)
+    h, w = np.minimum(side, ny - y0), np.minimum(side, nx - x0)
+    cy, cx = np.ix_(y0 + (h - 1) // 2, x0 + (w - 1) // 2)
+    table = np.pad(energy.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    c = lr_crop
+    detail = (table[cy + c, cx + c] - table[cy, cx + c] - table[cy + c, cx] + table[cy, cx]) / c**2
+    grid = np.ones_like(detail, dtype=np.int64)
+    return (y0[:, None] * grid, x0[None, :] * grid, h[:, None] * grid, w[None, :] * grid, detail)
+
+
+def texture_cells(store: ImageStore, crop: int, power: float) -> Cells:
+    """Every image's crop origins in cells, each weighted by its number of origins times (the
+    detail of its crop / the mean detail + :data:`FLAT_FLOOR`) to the power ``power``."""
+    ys, xs = crop_positions(store.sizes, crop, store.scale)
+    parts = []
+    for i in progress(range(len(ys)), desc="crop weights", unit="img", leave=False):
+        if ys[i] * xs[i]:
+            y, x, h, w, detail = _image_cells(detail_energy(store.hr(i), store.scale), crop // store.scale,
+                                              int(ys[i]), int(xs[i]))
+            parts.append((np.full(y.size, i), y.ravel(), x.ravel(), h.ravel(), w.ravel(), detail.ravel()))
+            store.release()
+    image, y, x, h, w, detail = (np.concatenate(column) for column in zip(*parts))
+    area = h * w
+    mean = max(float((detail * area).sum() / area.sum()), 1e-12)
+    return Cells(image, y, x, h, w, area * (detail / mean + FLAT_FLOOR) ** power)
+
+
+def weighted_plan(cells: Cells, rows: int, seed: int, epoch: int) -> np.ndarray:
+    """As :func:`epoch_plan`, with origins drawn by the cells' weights."""
+    ends = np.cumsum(cells.weight)
+    gen = np.random.default_rng([seed, epoch])
+    pick = np.minimum(np.searchsorted(ends, gen.random(rows) * ends[-1], side="right"), len(ends) - 1)
+    cy = cells.y[pick] + gen.integers(0, cells.h[pick])
+    cx = cells.x[pick] + gen.integers(0, cells.w[pick])
+    flips, turns = gen.integers(0, 2, rows), gen.integers(0, 4, rows)
+    return np.stack([cells.image[pick], flips, turns, cy, cx], axis=1)
+
+
 def transform(img: np.ndarray, flip: int, turns: int) -> np.ndarray:
     """Horizontal flip then ``turns`` quarter rotations of an HxWxC array (the 8 dihedral transforms)."""
     if flip:
@@ -62,13 +135,15 @@ class CropDataset(Dataset):
     """
 
     def __init__(self, store: ImageStore, crop: int, rows: int, seed: int,
-                 degrade: Callable[[np.ndarray, tuple[int, ...]], np.ndarray] | None = None):
+                 degrade: Callable[[np.ndarray, tuple[int, ...]], np.ndarray] | None = None,
+                 texture: float = 0.0):
         self.store, self.crop, self.rows, self.seed, self.degrade = store, crop, rows, seed, degrade
         self.scale = store.scale
         self.ys, self.xs = crop_positions(store.sizes, crop, self.scale)
         if not (self.ys * self.xs).any():
             raise SrpipeError(f"no training image is at least {crop}x{crop} px (train.patch_size); "
                               "use a smaller patch size or larger images")
+        self.cells = texture_cells(store, crop, texture) if texture else None
         self._plan: tuple[int, np.ndarray] | None = None
         self._reads = 0
 
@@ -77,7 +152,9 @@ class CropDataset(Dataset):
 
     def plan(self, epoch: int) -> np.ndarray:
         if self._plan is None or self._plan[0] != epoch:
-            self._plan = (epoch, epoch_plan(self.ys, self.xs, self.rows, self.seed, epoch))
+            plan = (weighted_plan(self.cells, self.rows, self.seed, epoch) if self.cells is not None
+                    else epoch_plan(self.ys, self.xs, self.rows, self.seed, epoch))
+            self._plan = (epoch, plan)
         return self._plan[1]
 
     def __getitem__(self, g: int) -> tuple[torch.Tensor, torch.Tensor]:
