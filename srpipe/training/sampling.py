@@ -97,10 +97,11 @@ def texture_cells(store: ImageStore, crop: int, power: float) -> Cells:
         if ys[i] * xs[i]:
             y, x, h, w, detail = _image_cells(detail_energy(store.hr(i), store.scale), crop // store.scale,
                                               int(ys[i]), int(xs[i]))
-            parts.append((np.full(y.size, i), y.ravel(), x.ravel(), h.ravel(), w.ravel(), detail.ravel()))
+            parts.append((np.full(y.size, i, np.int32), *(a.ravel().astype(np.int32) for a in (y, x, h, w)),
+                          detail.ravel()))
             store.release()
     image, y, x, h, w, detail = (np.concatenate(column) for column in zip(*parts))
-    area = h * w
+    area = h.astype(np.int64) * w
     mean = max(float((detail * area).sum() / area.sum()), 1e-12)
     return Cells(image, y, x, h, w, area * (detail / mean + FLAT_FLOOR) ** power)
 
