@@ -25,10 +25,14 @@ def min_side(crop_border: int) -> int:
     return SSIM_WINDOW + 2 * crop_border
 
 
+BT601_Y = (65.481, 128.553, 24.966)  # MATLAB rgb2ycbcr's Y weights of R, G, B (8-bit range)
+
+
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
     """BT.601 luma of a uint8 RGB image, as float64 in [16, 235] (MATLAB ``rgb2ycbcr``'s Y, unrounded)."""
     rgb = img.astype(np.float64)
-    return 16.0 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255.0
+    r, g, b = BT601_Y
+    return 16.0 + (r * rgb[..., 0] + g * rgb[..., 1] + b * rgb[..., 2]) / 255.0
 
 
 def _prepare(img: np.ndarray, crop_border: int, y_channel: bool) -> np.ndarray:

@@ -23,12 +23,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..io import SrpipeError
+from ..metrics import BT601_Y
 from ..patches import ImageStore
 from ..progress import progress
 
 DEGRADE_MARGIN = 8  # LR pixels of context degraded around an on-the-fly crop (blur and resize reach)
 RELEASE_EVERY = 64  # crops between drops of the store's mapped pages (under 1 MB each at 96 px)
-LUMA = np.array([65.481, 128.553, 24.966], np.float32) / 255  # BT.601 Y weights, as the metrics use
+LUMA = np.array(BT601_Y, np.float32) / 255  # the metrics' luma weights (the offset cancels in a difference)
 FLAT_FLOOR = 0.01  # a cell's detail is floored at this fraction of the mean: flat regions stay possible
 
 
