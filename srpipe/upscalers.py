@@ -8,6 +8,7 @@ the eight flips and rotations of the input (EDSR+) before the result is rounded.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +179,11 @@ class LoadedModel:
     upscaler: Upscaler
     scale: int
     label: str
-    footprint: Footprint
+    measure: Callable[[], Footprint]  # the footprint, measured only when first asked (upscale's tiling)
+
+    @functools.cached_property
+    def footprint(self) -> Footprint:
+        return self.measure()
 
 
 def torch_footprint(model: nn.Module) -> Footprint:
@@ -267,11 +272,12 @@ def open_model(path: str | Path, ensemble: bool = False, kind: str | None = None
     if (kind or ("onnx" if Path(path).suffix.lower() == ".onnx" else "model")) == "onnx":
         session = ort_session(path, arena=arena)
         scale = onnx_scale(session, path)
-        return LoadedModel(onnx_upscaler(session, scale, path, ensemble), scale, "onnx", onnx_footprint(path, scale))
+        return LoadedModel(onnx_upscaler(session, scale, path, ensemble), scale, "onnx",
+                           lambda: onnx_footprint(path, scale))
     from .models import load_model
 
     model, _ = load_model(path)
-    return LoadedModel(torch_upscaler(model, ensemble), model.scale, "model", torch_footprint(model))
+    return LoadedModel(torch_upscaler(model, ensemble), model.scale, "model", lambda: torch_footprint(model))
 
 
 def bicubic_upscaler(scale: int) -> Upscaler:
