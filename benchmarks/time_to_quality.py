@@ -102,8 +102,9 @@ def prepare_data(args: argparse.Namespace, p: Params, files: list[Path]) -> tupl
     """(image store, prepared validation folder) of the run, in ``--work``."""
     data = args.work / "data"
     workers = resolve_workers(p.data.workers)
-    prepare_all([PrepareJob("train", files, None), PrepareJob("valid", source_files(args.valid, None, p.data.raw_dir),
-                                                              None)], data, p.scale, p.seed, workers)
+    jobs = [PrepareJob("train", files, None, sizes=tuple(p.data.train_scales)),
+            PrepareJob("valid", source_files(args.valid, None, p.data.raw_dir), None)]
+    prepare_all(jobs, data, p.scale, p.seed, workers)
     extract(data / "train", data / "store", p.scale, workers)
     return data / "store", data / "valid"
 
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     store, valid = prepare_data(args, p, files)
     p, seconds = plan(args, p, store, valid)
     t = p.train
-    print(f"{len(files)} training images; {seconds * 1000:.0f} ms per step -> {t.epochs} epochs x {t.steps_per_epoch} "
+    print(f"{len(files)} training images x {len(p.data.train_scales)} sizes; {seconds * 1000:.0f} ms per step -> {t.epochs} epochs x {t.steps_per_epoch} "
           f"steps = {t.epochs * t.steps_per_epoch} iterations for {args.minutes:g} min", flush=True)
     run_dir = args.work / "train"
     summary = train(store, valid, run_dir, run_dir / "train_log.csv", p.scale, p.seed, p.model, t,

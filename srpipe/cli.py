@@ -136,11 +136,12 @@ def prepare_degradations(
     if len(set(keys)) != len(keys):
         raise SrpipeError(f"eval.datasets has two datasets with one name: {keys}")
     scored = min_side(p.eval.crop(p.scale))
-    sets = [("train", p.data.train, p.degradation, 0), ("valid", p.data.valid, held_out, scored),
-            *((f"eval/{key}", source, held_out, scored) for key, source in zip(keys, p.eval.datasets))]
+    sets = [("train", p.data.train, p.degradation, 0, tuple(p.data.train_scales)),
+            ("valid", p.data.valid, held_out, scored, (1.0,)),
+            *((f"eval/{key}", source, held_out, scored, (1.0,)) for key, source in zip(keys, p.eval.datasets))]
     check_writable(out, folder=True)
-    jobs = [PrepareJob(folder, source_files(source, p.data.limit, p.data.raw_dir), degradation, least)
-            for folder, source, degradation, least in sets]  # every input is found before anything is written
+    jobs = [PrepareJob(folder, source_files(source, p.data.limit, p.data.raw_dir), degradation, least, sizes)
+            for folder, source, degradation, least, sizes in sets]  # every input is found before anything is written
     prepare_all(jobs, out, p.scale, p.seed, resolve_workers(p.data.workers))
     for (folder, source, *_), job in zip(sets, jobs):
         typer.echo(f"{folder}: {len(job.files)} images from {source} -> {out / folder}")

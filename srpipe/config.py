@@ -44,6 +44,15 @@ class DataParams(_Section):
     limit: Optional[int] = Field(None, ge=1, description="use at most this many images per set")
     raw_dir: str = Field("data/raw", description="where `srpipe data fetch` puts standard datasets")
     workers: Optional[int] = Field(None, ge=1, description="processes for the data stages; null: every core")
+    train_scales: list[float] = Field([1.0], min_length=1, description="each training image enters the store "
+                                      "once per factor, shrunk to that factor of its sides (1: as it is)")
+
+    @field_validator("train_scales")
+    @classmethod
+    def _shrink_factors(cls, v: list[float]) -> list[float]:
+        if any(not 0.1 <= f <= 1 for f in v) or len(set(v)) != len(v):
+            raise ValueError("must be distinct factors between 0.1 and 1, e.g. [1.0, 0.7, 0.5]")
+        return v
 
 
 def _ordered_range(v: tuple, low: float, high: float, what: str) -> tuple:

@@ -19,7 +19,7 @@ import pandas as pd
 from .config import DegradationParams
 from .datasets import dataset_files
 from .degradations import Draw, degrade, manifest_row
-from .imresize import crop_to_multiple
+from .imresize import crop_to_multiple, imresize
 from .io import SrpipeError, atomic_path, list_images, read_image, write_image
 from .parallel import ordered_map
 from .progress import progress
@@ -31,18 +31,27 @@ def lr_dirname(scale: int) -> str:
     return f"lr_x{scale}"
 
 
+def copy_name(stem: str, size: float) -> str:
+    """The PNG name of an image's copy at ``size`` times its sides (``NAME.png`` at 1)."""
+    return f"{stem}.png" if size == 1 else f"{stem}@{size:g}.png"
+
+
 def degraded_pair(
-    path: Path, scale: int, degradation: DegradationParams | None, seed: int, min_side: int = 0
+    path: Path, scale: int, degradation: DegradationParams | None, seed: int, min_side: int = 0, size: float = 1.0
 ) -> tuple[str, np.ndarray, np.ndarray, tuple[Draw, ...]]:
     """(PNG name, HR cropped to a multiple of ``scale``, its LR version, the draws per pass) for one
-    image; an image whose sides are under ``min_side`` (what the metrics need) is an error."""
-    hr = crop_to_multiple(read_image(path), scale)
+    image, first shrunk to ``size`` times its sides (MATLAB-style bicubic) below 1; an image whose
+    sides are under ``min_side`` (what the metrics need) is an error."""
+    hr = read_image(path)
+    hr = crop_to_multiple(hr if size == 1 else imresize(hr, size), scale)
     need = max(scale, min_side)
     if min(hr.shape[:2]) < need:
-        raise SrpipeError(f"image too small: {path} is {hr.shape[1]}x{hr.shape[0]} px (cropped to a multiple of "
+        what = f"{path}" if size == 1 else f"{path} shrunk to {size:g} (data.train_scales)"
+        raise SrpipeError(f"image too small: {what} is {hr.shape[1]}x{hr.shape[0]} px (cropped to a multiple of "
                           f"{scale}), the scores need at least {need}x{need}; remove it from the set")
-    lr, drawn = degrade(hr, scale, degradation, seed, path.stem)
-    return path.stem + ".png", hr, lr, drawn
+    name = copy_name(path.stem, size)
+    lr, drawn = degrade(hr, scale, degradation, seed, name.removesuffix(".png"))
+    return name, hr, lr, drawn
 
 
 def source_files(source: str | Sequence[str], limit: int | None = None, raw_dir: str | Path = "data/raw") -> list[Path]:
@@ -59,15 +68,16 @@ def source_files(source: str | Sequence[str], limit: int | None = None, raw_dir:
     return files
 
 
-def _prepare_one(path: Path, out: Path, scale: int, degradation: DegradationParams | None, seed: int,
+def _prepare_one(item: tuple[Path, float], out: Path, scale: int, degradation: DegradationParams | None, seed: int,
                  min_side: int) -> dict:
-    """Write one image's HR and LR PNGs into ``out``; return its manifest row."""
-    name, hr, lr, drawn = degraded_pair(path, scale, degradation, seed, min_side)
+    """Write one (image, size) copy's HR and LR PNGs into ``out``; return its manifest row."""
+    path, size = item
+    name, hr, lr, drawn = degraded_pair(path, scale, degradation, seed, min_side, size)
     write_image(out / "hr" / name, hr)
     write_image(out / lr_dirname(scale) / name, lr)
     kind = degradation.kind if degradation else "bicubic"
-    return {"image": name, "source": str(path), "height": hr.shape[0], "width": hr.shape[1], "kind": kind,
-            **manifest_row(drawn)}
+    return {"image": name, "source": str(path), "size": size, "height": hr.shape[0], "width": hr.shape[1],
+            "kind": kind, **manifest_row(drawn)}
 
 
 def prepare(
@@ -79,20 +89,24 @@ def prepare(
     workers: int = 1,
     desc: str = "degrade",
     min_side: int = 0,
+    sizes: Sequence[float] = (1.0,),
 ) -> pd.DataFrame:
     """Write ``out_dir/hr/*.png``, ``out_dir/lr_xS/*.png`` and ``out_dir/manifest.csv`` for ``files``
     (from :func:`source_files`), on ``workers`` processes; images with a side under ``min_side``
-    (sets that are scored: :func:`srpipe.metrics.min_side`) are an error.
+    (sets that are scored: :func:`srpipe.metrics.min_side`) are an error. Each image enters once
+    per factor of ``sizes``, shrunk to that factor of its sides (``NAME@0.5.png``; 1: as it is):
+    VDSR's scale augmentation, which also averages away a JPEG source's block artefacts.
 
-    The manifest records, per image, the source file, sizes and every degradation draw. The
-    folder appears whole or not at all. Returns the manifest.
+    The manifest records, per image, the source file, size factor, sizes and every degradation
+    draw. The folder appears whole or not at all. Returns the manifest.
     """
     with atomic_path(out_dir, clean=True) as tmp:
         (tmp / "hr").mkdir(parents=True)
         (tmp / lr_dirname(scale)).mkdir()
         job = functools.partial(_prepare_one, out=tmp, scale=scale, degradation=degradation, seed=seed,
                                 min_side=min_side)
-        rows = list(progress(ordered_map(job, files, workers), total=len(files), desc=desc, unit="img"))
+        items = [(path, size) for path in files for size in sizes]
+        rows = list(progress(ordered_map(job, items, workers), total=len(items), desc=desc, unit="img"))
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / MANIFEST, index=False)
     return manifest
@@ -101,12 +115,14 @@ def prepare(
 @dataclass(frozen=True)
 class PrepareJob:
     """One set for :func:`prepare_all`: its folder under the output (``train``, ``eval/set5``), its
-    files (found beforehand), its degradation (None: bicubic) and the smallest side it accepts."""
+    files (found beforehand), its degradation (None: bicubic), the smallest side it accepts and the
+    sizes each image enters at (:func:`prepare`)."""
 
     folder: str
     files: list[Path]
     degradation: DegradationParams | None
     min_side: int = 0
+    sizes: tuple[float, ...] = (1.0,)
 
 
 def prepare_all(jobs: list[PrepareJob], out_dir: str | Path, scale: int, seed: int = 0, workers: int = 1) -> None:
@@ -121,7 +137,7 @@ def prepare_all(jobs: list[PrepareJob], out_dir: str | Path, scale: int, seed: i
             top, _, sub = job.folder.partition("/")
             tmp[top].mkdir(exist_ok=True)
             prepare(job.files, tmp[top] / sub if sub else tmp[top], scale, job.degradation, seed, workers,
-                    desc=job.folder, min_side=job.min_side)
+                    desc=job.folder, min_side=job.min_side, sizes=job.sizes)
 
 
 class Pairs(Sequence):

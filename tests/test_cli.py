@@ -59,6 +59,9 @@ def test_overrides_are_parsed_as_yaml():
         ("train.patch_size=65", "train.patch_size=65 is not divisible by scale=2"),
         ("scale=3", "train.patch_size=64 is not divisible by scale=3"),
         ("patches.hr_size=64", "unknown key 'patches'"),
+        ("data.train_scales=[1.0, 1.5]", "data.train_scales: must be distinct factors between 0.1 and 1, e.g. [1.0, 0.7, 0.5] (got"),
+        ("data.train_scales=[0.5, 0.5]", "data.train_scales: must be distinct factors between 0.1 and 1, e.g. [1.0, 0.7, 0.5] (got"),
+        ("data.train_scales=[]", "data.train_scales: List should have at least 1 item"),
     ],
 )
 def test_bad_params_exit_2_naming_the_key(project, override, expected):
@@ -123,6 +126,28 @@ def test_prepare_then_store_on_a_folder(project):
     index = (project / "store" / "index.csv").read_text().splitlines()
     assert index[0] == "image,height,width,lr_height,lr_width,hr_offset,lr_offset,sha256" and len(index) == 4
     assert index[2].startswith("img1.png,40,50,20,25,6000,1500,")
+
+
+def test_train_scales_add_shrunk_copies_of_the_training_images_only(project):
+    from srpipe.imresize import crop_to_multiple, imresize
+    from srpipe.io import read_image
+
+    folder = images(project / "raw", n=1, size=(61, 83))
+    code, out = run("prepare-degradations", "--out", "prep", "--set", f"data.train={folder}", "--set",
+                    f"data.valid={folder}", "--set", "data.train_scales=[1.0, 0.5]")
+    assert code == 0, out
+    train = project / "prep" / "train"
+    assert sorted(p.name for p in (train / "hr").iterdir()) == ["img0.png", "img0@0.5.png"]
+    assert [p.name for p in (project / "prep" / "valid" / "hr").iterdir()] == ["img0.png"]
+    shrunk = crop_to_multiple(imresize(read_image(folder / "img0.png"), 0.5), 2)  # 31x42 -> 30x42
+    assert shrunk.shape == (30, 42, 3)
+    np.testing.assert_array_equal(read_image(train / "hr" / "img0@0.5.png"), shrunk)
+    np.testing.assert_array_equal(read_image(train / "lr_x2" / "img0@0.5.png"), imresize(shrunk, 0.5))
+    assert (train / "manifest.csv").read_text().splitlines()[1:] == [
+        f"img0.png,{folder / 'img0.png'},1.0,60,82,bicubic,,,",
+        f"img0@0.5.png,{folder / 'img0.png'},0.5,30,42,bicubic,,,"]
+    code, out = run("extract-patches", "--prepared", "prep/train", "--out", "store")
+    assert code == 0 and "2 images" in out
 
 
 def test_store_for_another_scale_is_refused(project):
