@@ -150,6 +150,16 @@ def test_train_scales_add_shrunk_copies_of_the_training_images_only(project):
     assert code == 0 and "2 images" in out
 
 
+def test_a_training_image_too_small_for_a_train_scale_is_named_with_the_key(project):
+    small = images(project / "raw", n=1, size=(9, 9))
+    valid = images(project / "valid", n=1)
+    code, out = run("prepare-degradations", "--out", "prep", "--set", f"data.train={small}", "--set",
+                    f"data.valid={valid}", "--set", "data.train_scales=[1.0, 0.1]")
+    assert code == 1 and len(out.strip().splitlines()) == 1
+    assert f"{small / 'img0.png'} shrunk to 0.1 (data.train_scales) is 0x0 px" in out
+    assert not (project / "prep").exists() or not any((project / "prep").iterdir())
+
+
 def test_store_for_another_scale_is_refused(project):
     folder = images(project / "raw", n=1, size=(44, 44))
     assert run("prepare-degradations", "--out", "prep", "--set", f"data.train={folder}",
