@@ -173,8 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
     store, valid = prepare_data(args, p, files)
     p, seconds = plan(args, p, store, valid)
     t = p.train
-    print(f"{len(files)} training images x {len(p.data.train_scales)} sizes; {seconds * 1000:.0f} ms per step -> {t.epochs} epochs x {t.steps_per_epoch} "
-          f"steps = {t.epochs * t.steps_per_epoch} iterations for {args.minutes:g} min", flush=True)
+    print(f"{len(files)} training images x {len(p.data.train_scales)} sizes; {seconds * 1000:.0f} ms per step -> "
+          f"{t.epochs} epochs x {t.steps_per_epoch} steps = {t.epochs * t.steps_per_epoch} iterations "
+          f"for {args.minutes:g} min", flush=True)
     run_dir = args.work / "train"
     summary = train(store, valid, run_dir, run_dir / "train_log.csv", p.scale, p.seed, p.model, t,
                     p.eval.crop(p.scale))

@@ -31,6 +31,11 @@ def lr_dirname(scale: int) -> str:
     return f"lr_x{scale}"
 
 
+def _copy_of(path: Path, size: float) -> str:
+    """How errors name an image's copy at ``size``."""
+    return f"{path}" if size == 1 else f"{path} shrunk to {size:g} (data.train_scales)"
+
+
 def copy_name(stem: str, size: float) -> str:
     """The PNG name of an image's copy at ``size`` times its sides (``NAME.png`` at 1)."""
     return f"{stem}.png" if size == 1 else f"{stem}@{size:g}.png"
@@ -46,9 +51,9 @@ def degraded_pair(
     hr = crop_to_multiple(hr if size == 1 else imresize(hr, size), scale)
     need = max(scale, min_side)
     if min(hr.shape[:2]) < need:
-        what = f"{path}" if size == 1 else f"{path} shrunk to {size:g} (data.train_scales)"
-        raise SrpipeError(f"image too small: {what} is {hr.shape[1]}x{hr.shape[0]} px (cropped to a multiple of "
-                          f"{scale}), the scores need at least {need}x{need}; remove it from the set")
+        fix = "remove it from the set" if size == 1 else f"remove it, or {size:g} from data.train_scales"
+        raise SrpipeError(f"image too small: {_copy_of(path, size)} is {hr.shape[1]}x{hr.shape[0]} px (cropped to "
+                          f"a multiple of {scale}), the scores need at least {need}x{need}; {fix}")
     name = copy_name(path.stem, size)
     lr, drawn = degrade(hr, scale, degradation, seed, name.removesuffix(".png"))
     return name, hr, lr, drawn
@@ -80,6 +85,15 @@ def _prepare_one(item: tuple[Path, float], out: Path, scale: int, degradation: D
             "kind": kind, **manifest_row(drawn)}
 
 
+def _copies(files: list[Path], sizes: Sequence[float]) -> list[tuple[Path, float]]:
+    """Every (image, size) to prepare; two that would both be written as one PNG are an error."""
+    items, seen = [(path, size) for path in files for size in sizes], {}
+    for item in items:
+        if (twin := seen.setdefault(name := copy_name(item[0].stem, item[1]), item)) is not item:
+            raise SrpipeError(f"{_copy_of(*twin)} and {_copy_of(*item)} would both be {name}; rename one")
+    return items
+
+
 def prepare(
     files: list[Path],
     out_dir: str | Path,
@@ -105,7 +119,7 @@ def prepare(
         (tmp / lr_dirname(scale)).mkdir()
         job = functools.partial(_prepare_one, out=tmp, scale=scale, degradation=degradation, seed=seed,
                                 min_side=min_side)
-        items = [(path, size) for path in files for size in sizes]
+        items = _copies(files, sizes)
         rows = list(progress(ordered_map(job, items, workers), total=len(items), desc=desc, unit="img"))
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / MANIFEST, index=False)

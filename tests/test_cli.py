@@ -157,7 +157,20 @@ def test_a_training_image_too_small_for_a_train_scale_is_named_with_the_key(proj
                     f"data.valid={valid}", "--set", "data.train_scales=[1.0, 0.1]")
     assert code == 1 and len(out.strip().splitlines()) == 1
     assert f"{small / 'img0.png'} shrunk to 0.1 (data.train_scales) is 0x0 px" in out
+    assert "remove it, or 0.1 from data.train_scales" in out
     assert not (project / "prep").exists() or not any((project / "prep").iterdir())
+
+
+def test_a_photo_named_like_a_shrunk_copy_is_refused_before_anything_is_written(project):
+    folder = images(project / "raw", n=1)
+    (folder / "img0.png").rename(folder / "img0@0.5.png")
+    images(folder, n=1)
+    code, out = run("prepare-degradations", "--out", "prep", "--set", f"data.train={folder}", "--set",
+                    f"data.valid={project / 'raw'}", "--set", "data.train_scales=[1.0, 0.5]")
+    assert code == 1 and len(out.strip().splitlines()) == 1
+    assert f"{folder / 'img0.png'} shrunk to 0.5 (data.train_scales) and {folder / 'img0@0.5.png'} would both be " \
+           "img0@0.5.png; rename one" in out
+    assert (not (project / "prep").exists() or not any((project / "prep").iterdir()))
 
 
 def test_store_for_another_scale_is_refused(project):
