@@ -148,6 +148,24 @@ def test_ema_weights_are_what_best_pt_holds(tmp_path, data):
     assert not all(torch.equal(best[k], last["state_dict"][k]) for k in best)
 
 
+def test_compiled_training_is_one_graph_with_feature_stats_and_repeats_its_weights(tmp_path, data):
+    # feature statistics every 2 steps used to hook the compiled forward: a graph break at every
+    # conv and a recompile whenever the hooks were armed, slower than no compile at all
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    run(data, tmp_path / "a", epochs=1, compile=True)
+    assert dict(counters["graph_break"]) == {} and counters["stats"]["unique_graphs"] == 1
+    events = EventAccumulator(str(tmp_path / "a" / "tb")).Reload()
+    assert [e.step for e in events.Scalars("features_mean/body.0.body.2")] == [1, 3, 5]
+    assert all(np.isfinite(e.value) and e.value > 0 for e in events.Scalars("features_std/head"))
+    run(data, tmp_path / "b", epochs=1, compile=True)
+    a, b = weights(tmp_path / "a" / "last.pt"), weights(tmp_path / "b" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_summary_tensorboard_and_warning(tmp_path, data):
     with pytest.warns(UserWarning, match=r"train.lr=0.003 is above 0.002 for a 1x8 model \(residual blocks x features\)"):
         summary = run(data, tmp_path, epochs=2, lr=3e-3, amp="bf16", loss="charbonnier", snapshot_every=1)

@@ -116,7 +116,7 @@ class Trainer:
             self._resume(state)
         self.loss_floor = min((row["loss"] for row in self.progress.history), default=math.inf)
         self.net = self._wrap(self.model)
-        self.board = Board(out_dir / "tb", ddp.main, self.progress.step, self.model, cfg.feature_stats_every)
+        self.board = Board(out_dir / "tb", ddp.main, self.progress.step, cfg.feature_stats_every)
 
     # ------------------------------------------------------------ set-up
 
@@ -236,19 +236,20 @@ class Trainer:
     def step(self, batches) -> float:
         """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss of all processes."""
         cfg = self.cfg
-        self.board.arm(self.progress.step)
         self.optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
         for micro in range(cfg.grad_accum):
             lr_batch, hr_batch = (t.to(self.device, non_blocking=True) for t in next(batches))
             if cfg.channels_last:
                 lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
+            if micro == 0 and self.board.wants_features(self.progress.step):
+                with self._autocast():
+                    self.board.record_features(self.model, lr_batch)
             sync = micro == cfg.grad_accum - 1 or not self.ddp.enabled
             with (contextlib.nullcontext() if sync else self.net.no_sync()), self._autocast():
                 loss = LOSSES[cfg.loss](self.net(lr_batch).float(), hr_batch) / cfg.grad_accum
             loss.backward()
             step_loss += loss.item()
-            self.board.disarm()
         step_loss = self.ddp.mean(step_loss)
         if not math.isfinite(step_loss):
             raise SrpipeError(f"non-finite loss ({step_loss}) at step {self.progress.step} (epoch {self.epoch}); "

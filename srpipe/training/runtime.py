@@ -59,36 +59,37 @@ class Distributed:
             dist.destroy_process_group()
 
 
-class FeatureStats:
-    """Forward hooks on every conv layer that record the mean and std of its output when armed."""
+def feature_stats(model: nn.Module, batch: torch.Tensor) -> dict[str, tuple[float, float]]:
+    """The mean and std of every conv layer's output on ``batch``, from a forward pass of its own
+    (no gradients; run it inside the training step's autocast). The hooks live only during that
+    pass, so the training forward, compiled by ``train.compile`` or not, never carries them: a
+    compiled graph would break at every hooked layer and recompile whenever they were armed."""
+    stats: dict[str, tuple[float, float]] = {}
 
-    def __init__(self, model: nn.Module):
-        self.stats: dict[str, tuple[float, float]] = {}
-        self.armed = False
-        self.handles = [
-            m.register_forward_hook(self._hook(name)) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)
-        ]
+    def hook(name: str):
+        def record(module, inputs, output):
+            out = output.detach().float()
+            stats[name] = (out.mean().item(), out.std().item())
 
-    def _hook(self, name: str):
-        def hook(module, inputs, output):
-            if self.armed:
-                out = output.detach().float()
-                self.stats[name] = (out.mean().item(), out.std().item())
+        return record
 
-        return hook
-
-    def close(self) -> None:
-        for h in self.handles:
+    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for h in handles:
             h.remove()
+    return stats
 
 
 class Board:
     """TensorBoard scalars of the main process (``None`` writer elsewhere); a fresh run clears
     old events, a resumed one drops those after the step it resumes from."""
 
-    def __init__(self, folder: Path, main: bool, start_step: int, model: nn.Module, stats_every: int):
+    def __init__(self, folder: Path, main: bool, start_step: int, stats_every: int):
         self.writer = None
-        self.stats = None
+        self.stats: dict[str, tuple[float, float]] = {}
         self.every = stats_every
         if not main:
             return
@@ -99,30 +100,24 @@ class Board:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(folder), purge_step=start_step + 1)  # the first step it logs
-        if stats_every:
-            self.stats = FeatureStats(model)
 
-    def arm(self, step: int) -> None:
-        if self.stats is not None:
-            self.stats.armed = step % self.every == 0
+    def wants_features(self, step: int) -> bool:
+        """Whether the step that starts at ``step`` records the feature statistics."""
+        return self.writer is not None and bool(self.every) and step % self.every == 0
 
-    def disarm(self) -> None:
-        if self.stats is not None:
-            self.stats.armed = False
+    def record_features(self, model: nn.Module, batch: torch.Tensor) -> None:
+        self.stats = feature_stats(model, batch)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.writer is None:
             return
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
-        if self.stats is not None and self.stats.stats:
-            for name, (mean, std) in self.stats.stats.items():
-                self.writer.add_scalar(f"features_mean/{name}", mean, step)
-                self.writer.add_scalar(f"features_std/{name}", std, step)
-            self.stats.stats.clear()
+        for name, (mean, std) in self.stats.items():
+            self.writer.add_scalar(f"features_mean/{name}", mean, step)
+            self.writer.add_scalar(f"features_std/{name}", std, step)
+        self.stats = {}
 
     def close(self) -> None:
-        if self.stats is not None:
-            self.stats.close()
         if self.writer is not None:
             self.writer.close()
