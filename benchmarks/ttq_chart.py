@@ -38,6 +38,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--metric", default="set5_psnr", help="column to plot (set14_psnr, set5_ssim, ...)")
     ap.add_argument("--point", type=named(2), action="append", default=[], help="NAME=MINUTES,PSNR: one run's final score")
     ap.add_argument("--line", type=named(1), action="append", default=[], help="NAME=PSNR: a published reference")
+    ap.add_argument("--ymin", type=float, default=None, help="lowest value shown (zooms in on the curves' ends)")
     return ap.parse_args()
 
 
@@ -54,14 +55,15 @@ def series(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
     return out
 
 
-def render(lines: dict[str, pd.DataFrame], metric: str, out: Path) -> None:
+def render(lines: dict[str, pd.DataFrame], metric: str, out: Path, ymin: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
-    for name, table in lines.items():
+    fig, ax = plt.subplots(figsize=(10, 4.8), dpi=120)
+    colours, markers = plt.get_cmap("tab20").colors, "osD^v<>p"
+    for i, (name, table) in enumerate(lines.items()):
         if table["minutes"].isna().all():  # a published reference
             ax.axhline(table[metric].iloc[0], color="grey", linestyle="--", linewidth=1)
             ax.annotate(name, (0, table[metric].iloc[0]), xycoords=("axes fraction", "data"), xytext=(4, 3),
@@ -69,13 +71,15 @@ def render(lines: dict[str, pd.DataFrame], metric: str, out: Path) -> None:
         elif "point" in table:
             ax.plot(table["minutes"].iloc[-1], table[metric].iloc[-1], "s", markersize=7, label=name)
         else:
-            ax.plot(table["minutes"], table[metric], "o-", markersize=4, label=name)
+            ax.plot(table["minutes"], table[metric], "-", marker=markers[i % len(markers)], markersize=4,
+                    color=colours[i % len(colours)], label=name)
     ax.set_xlabel("training minutes")
     ax.set_ylabel(metric.replace("_", " ").replace("psnr", "PSNR (dB)").replace("set", "Set"))
     values = pd.concat([t[metric] for t in lines.values()])
-    ax.set_ylim(top=values.max() + 0.06 * (values.max() - values.min()))  # room for the reference labels
+    low = values.min() if ymin is None else ymin
+    ax.set_ylim(bottom=low, top=values.max() + 0.06 * (values.max() - low))  # room for the reference labels
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")
@@ -85,7 +89,7 @@ def render(lines: dict[str, pd.DataFrame], metric: str, out: Path) -> None:
 
 def main() -> None:
     args = parse_args()
-    render(series(args), args.metric, args.out)
+    render(series(args), args.metric, args.out, args.ymin)
     print(f"wrote {args.out}")
 
 
