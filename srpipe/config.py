@@ -185,6 +185,8 @@ class TrainParams(_Section):
     val_images: Optional[int] = Field(None, ge=1, description="validate on the first N images; null: all")
     val_tile: Optional[int] = Field(512, ge=16, description="LR tile side for validation; null: whole images")
     loss: Literal["l1", "l2", "charbonnier"] = "l1"
+    chroma_weight: Optional[float] = Field(None, ge=0, le=1, description=(
+        "null: the loss on R, G, B; a number: on BT.601 Y (what PSNR/SSIM score) plus this times on Cb and Cr"))
     lr: float = Field(2e-4, gt=0, le=1)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_epochs: int = Field(1, ge=0)
@@ -193,6 +195,8 @@ class TrainParams(_Section):
     step_size: int = Field(200, ge=1, description="step: multiply lr by gamma every step_size epochs")
     gamma: float = Field(0.5, gt=0, le=1)
     ema: Optional[float] = Field(None, gt=0, lt=1, description="EMA decay of the weights; null: off")
+    grad_clip: Optional[float] = Field(None, gt=0, description=(
+        "scale the gradients down to this global L2 norm when above it (EDSR's --gclip); null: off"))
     amp: Literal["auto", "none", "bf16"] = Field("none", description="bf16 autocast; auto: where the device has it")
     channels_last: bool = False
     compile: bool = False

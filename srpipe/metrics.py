@@ -26,6 +26,7 @@ def min_side(crop_border: int) -> int:
 
 
 BT601_Y = (65.481, 128.553, 24.966)  # MATLAB rgb2ycbcr's Y weights of R, G, B (8-bit range)
+BT601_CBCR = ((-37.797, -74.203, 112.0), (112.0, -93.786, -18.214))  # its Cb and Cr weights
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:

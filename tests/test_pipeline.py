@@ -89,7 +89,7 @@ def test_repro_cache_and_experiment(repo):
     assert (repo / "data/patches/hr.bin").is_file() and (repo / "data/patches/index.csv").is_file()
     assert (repo / "stages/train/best.pt").is_file() and (repo / "stages/train/last.pt").is_file()
     log = (repo / "metrics/train_log.csv").read_text().splitlines()
-    assert log[0] == "epoch,loss,val_psnr,val_ssim,lr,step,minutes" and log[2].split(",")[5] == "6"
+    assert log[0] == "epoch,loss,val_psnr,val_ssim,lr,step,minutes,grad_norm,clipped" and log[2].split(",")[5] == "6"
     assert log[0].startswith("epoch,loss,val_psnr") and len(log) == 3
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     assert set(evaluation) == {"sample-valid", "set5"}

@@ -138,6 +138,58 @@ def test_gradient_accumulation_equals_a_bigger_batch(tmp_path, data):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
 
 
+def grad_norms_at_each_step():
+    """The gradients' global L2 norm as the optimiser sees it, step by step."""
+    seen = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        seen.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    handle = register_optimizer_step_pre_hook(record)
+    return seen, handle
+
+
+def test_grad_clip_scales_the_gradients_down_to_the_limit_and_the_log_says_how_often(tmp_path, data):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    seen, handle = grad_norms_at_each_step()
+    try:
+        run(data, tmp_path / "free", epochs=1)
+        free, seen[:] = list(seen), []
+        run(data, tmp_path / "clipped", epochs=1, grad_clip=1e-4)
+        clipped, seen[:] = list(seen), []
+        run(data, tmp_path / "loose", epochs=1, grad_clip=1e9)
+    finally:
+        handle.remove()
+    assert len(free) == len(clipped) == 6 and min(free) > 1e-3
+    assert clipped == pytest.approx([1e-4] * 6, rel=1e-4)  # every step scaled down to the limit
+    logged = [e.value for e in EventAccumulator(str(tmp_path / "clipped" / "tb")).Reload().Scalars("train/grad_norm")]
+    assert logged[0] == pytest.approx(free[0], rel=1e-5) and min(logged) > 1e-3  # the norms before clipping
+    free_log, clipped_log = pd.read_csv(tmp_path / "free" / "log.csv"), pd.read_csv(tmp_path / "clipped" / "log.csv")
+    assert free_log["grad_norm"].iloc[0] == pytest.approx(np.median(free), rel=1e-5)
+    assert free_log["clipped"].iloc[0] == 0 and clipped_log["clipped"].iloc[0] == 1
+    a, b = weights(tmp_path / "free" / "last.pt"), weights(tmp_path / "loose" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # a limit above every norm changes nothing
+
+
+def test_chroma_weight_trains_on_luma_and_colour_apart(tmp_path, data, monkeypatch):
+    channels = []
+
+    def recording(pred, target):
+        channels.append(pred.shape[1])
+        return torch.nn.functional.l1_loss(pred, target)
+
+    monkeypatch.setitem(LOSSES, "l1", recording)
+    run(data, tmp_path / "rgb", epochs=1)
+    assert channels == [3] * 6
+    channels.clear()
+    run(data, tmp_path / "y", epochs=1, chroma_weight=0.1)
+    assert channels == [1, 2] * 6  # Y, then Cb and Cr, at every step
+
+
 def test_ema_weights_are_what_best_pt_holds(tmp_path, data):
     summary = run(data, tmp_path, epochs=2, ema=0.9)
     last = torch.load(tmp_path / "last.pt", weights_only=False)

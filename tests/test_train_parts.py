@@ -55,6 +55,31 @@ def test_losses():
     assert LOSSES["charbonnier"](a, b).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_chroma_weight_puts_the_loss_on_luma_and_scales_what_is_left_for_colour():
+    from srpipe.metrics import rgb_to_y
+
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
+    pred = np.clip(target.astype(int) + rng.integers(-9, 10, target.shape), 0, 255).astype(np.uint8)
+    as_tensor = lambda img: torch.from_numpy(img).permute(0, 3, 1, 2).double() / 255  # noqa: E731
+    p, t = as_tensor(pred), as_tensor(target)
+    y_l1 = np.abs(rgb_to_y(pred) - rgb_to_y(target)).mean() / 255  # the protocol's own luma
+    assert recipe.training_loss(TrainParams(chroma_weight=None))(p, t).item() == pytest.approx(
+        np.abs(pred / 255 - target / 255).mean())  # on R, G, B as before
+    assert recipe.training_loss(TrainParams(chroma_weight=0.0))(p, t).item() == pytest.approx(y_l1, rel=1e-9)
+    # a grey shift moves Y by 219/255 of it and Cb, Cr not at all
+    assert recipe.training_loss(TrainParams(chroma_weight=1.0))(t + 0.1, t).item() == pytest.approx(0.1 * 219 / 255)
+    # a change of colour at equal luma: R up, B down by R's Y weight over B's
+    shift = torch.tensor([0.1, 0.0, -0.1 * 65.481 / 24.966], dtype=torch.float64).view(1, 3, 1, 1)
+    cb = abs(-37.797 * 0.1 - 112.0 * 0.1 * 65.481 / 24.966) / 255
+    cr = abs(112.0 * 0.1 + 18.214 * 0.1 * 65.481 / 24.966) / 255
+    assert recipe.training_loss(TrainParams(chroma_weight=0.0))(t + shift, t).item() == pytest.approx(0, abs=1e-12)
+    assert recipe.training_loss(TrainParams(chroma_weight=0.5))(t + shift, t).item() == pytest.approx(
+        0.5 * (cb + cr) / 2)
+    l2 = recipe.training_loss(TrainParams(loss="l2", chroma_weight=0.0))(p, t).item()
+    assert l2 == pytest.approx((((rgb_to_y(pred) - rgb_to_y(target)) / 255) ** 2).mean(), rel=1e-9)
+
+
 @pytest.mark.parametrize("supported", [True, False])
 def test_amp_auto_picks_bf16_only_where_supported(monkeypatch, supported):
     monkeypatch.setattr(recipe, "bf16_supported", lambda device_type: supported)

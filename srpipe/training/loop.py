@@ -32,7 +32,7 @@ from ..patches import ImageStore
 from ..progress import progress
 from ..upscale import tiled_upscaler
 from ..upscalers import torch_upscaler
-from .recipe import LOSSES, autocast_dtype, lr_lambda, lr_warning
+from .recipe import autocast_dtype, lr_lambda, lr_warning, training_loss
 from .runtime import Board, Distributed, loader_workers, pick_device
 from .sampling import CropDataset, RunSampler, epoch_steps, make_loader
 from .state import Progress, file_sha256, load_matching, model_arch, resumable, run_fingerprint
@@ -106,6 +106,7 @@ class Trainer:
         self._set_up_data(patches_dir, valid_dir, degradation)
         self.arch = model_arch(model_cfg, scale)
         self.dtype = autocast_dtype(cfg.amp, device)
+        self.loss = training_loss(cfg)
         self.fingerprint = self._fingerprint()
         state, message = resumable(self.last, self.fingerprint, self.total_steps)
         if message and ddp.main:
@@ -210,16 +211,18 @@ class Trainer:
                        disable=None if self.ddp.main else True)
         started, tick = time.perf_counter(), time.perf_counter()
         while p.step < self.total_steps:
-            loss = self.step(batches)
+            loss, grad_norm = self.step(batches)
             p.step += 1
             p.epoch_losses.append(loss)
+            p.epoch_grad_norms.append(grad_norm)
             rate = cfg.batch_size * cfg.grad_accum / max(1e-9, time.perf_counter() - tick)
             p.seconds += time.perf_counter() - tick
             tick = time.perf_counter()
             lr = self.scheduler.get_last_lr()[0]
             bar.update(1)
             bar.set_postfix(epoch=self.epoch, loss=f"{loss:.4f}", lr=f"{lr:.2e}", patches_s=f"{rate:.0f}")
-            self.board.scalars(p.step, {"train/loss": loss, "train/lr": lr, "train/patches_per_s": rate})
+            self.board.scalars(p.step, {"train/loss": loss, "train/lr": lr, "train/patches_per_s": rate,
+                                        "train/grad_norm": grad_norm})
             if p.step % self.steps_per_epoch == 0:
                 self.end_epoch()
             elif cfg.save_every and p.step % cfg.save_every == 0 and self.ddp.main:
@@ -233,8 +236,9 @@ class Trainer:
         """The epoch the next step belongs to (1-based)."""
         return self.progress.step // self.steps_per_epoch + 1
 
-    def step(self, batches) -> float:
-        """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss of all processes."""
+    def step(self, batches) -> tuple[float, float]:
+        """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss of all
+        processes and the gradients' global norm before clipping."""
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
@@ -247,18 +251,28 @@ class Trainer:
                     self.board.record_features(self.model, lr_batch)
             sync = micro == cfg.grad_accum - 1 or not self.ddp.enabled
             with (contextlib.nullcontext() if sync else self.net.no_sync()), self._autocast():
-                loss = LOSSES[cfg.loss](self.net(lr_batch).float(), hr_batch) / cfg.grad_accum
+                loss = self.loss(self.net(lr_batch).float(), hr_batch) / cfg.grad_accum
             loss.backward()
             step_loss += loss.item()
         step_loss = self.ddp.mean(step_loss)
         if not math.isfinite(step_loss):
             raise SrpipeError(f"non-finite loss ({step_loss}) at step {self.progress.step} (epoch {self.epoch}); "
                               f"the last good checkpoint is kept in {self.last}")
+        grad_norm = self._clip_gradients()
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        return step_loss
+        return step_loss, grad_norm
+
+    def _clip_gradients(self) -> float:
+        """The gradients' global L2 norm; with ``train.grad_clip``, scale them down to that norm
+        when above it, so that one outlier batch cannot throw the weights off (a loss spike)."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grads_with_norm_(params, self.cfg.grad_clip, norm)
+        return norm.item()
 
     def _autocast(self):
         if self.dtype is None:
@@ -281,10 +295,11 @@ class Trainer:
         then stop, with last.pt and best.pt as the last good epoch left them."""
         p = self.progress
         loss, p.epoch_losses = float(np.mean(p.epoch_losses)), []
+        norms, p.epoch_grad_norms = np.asarray(p.epoch_grad_norms), []
         floor, self.loss_floor = self.loss_floor, min(self.loss_floor, loss)
         diverged, epoch = loss > DIVERGED * floor, p.step // self.steps_per_epoch
         if self.ddp.main:
-            val = self._log_epoch(epoch, loss)
+            val = self._log_epoch(epoch, loss, norms)
             if not diverged:
                 self._keep_epoch(epoch, val["psnr"])
             with atomic_path(self.log_csv) as tmp:
@@ -294,14 +309,18 @@ class Trainer:
             raise SrpipeError(
                 f"training diverged in epoch {epoch}: its mean loss {loss:.4g} is over {DIVERGED:g} times the "
                 f"lowest so far ({floor:.4g}); {self.last} and best.pt are kept as the last good epoch left them; "
-                f"lower train.lr (e.g. to {self.cfg.lr / 2:g}) and run again")
+                f"lower train.lr (e.g. to {self.cfg.lr / 2:g}) or set train.grad_clip, and run again")
 
-    def _log_epoch(self, epoch: int, loss: float) -> dict[str, float]:
-        """Validate, and record the epoch in the history, TensorBoard and the console."""
+    def _log_epoch(self, epoch: int, loss: float, grad_norms: np.ndarray) -> dict[str, float]:
+        """Validate, and record the epoch in the history, TensorBoard and the console: with the
+        median gradient norm and the share of steps that ``train.grad_clip`` clipped."""
         p = self.progress
         val = self.validate()
+        clip = self.cfg.grad_clip
         row = {"epoch": epoch, "loss": loss, "val_psnr": val["psnr"], "val_ssim": val["ssim"],
-               "lr": self.optimizer.param_groups[0]["lr"], "step": p.step, "minutes": round(p.seconds / 60, 4)}
+               "lr": self.optimizer.param_groups[0]["lr"], "step": p.step, "minutes": round(p.seconds / 60, 4),
+               "grad_norm": float(np.median(grad_norms)) if grad_norms.size else math.nan,
+               "clipped": float(np.mean(grad_norms > clip)) if clip and grad_norms.size else 0.0}
         p.history.append(row)
         self.board.scalars(p.step, {"val/psnr": val["psnr"], "val/ssim": val["ssim"]})
         tqdm.write(f"epoch {epoch}: loss {loss:.4f}  val PSNR {val['psnr']:.3f} dB  SSIM {val['ssim']:.4f}")

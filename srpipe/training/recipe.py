@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..config import TrainParams
 from ..hardware import bf16_supported
+from ..metrics import BT601_CBCR, BT601_Y
 
 LR_WARN = 5e-4  # the EDSR paper saw its wide models' training diverge above this
 # (residual blocks, features, lr): srpipe measured training stable up to this lr for models no
@@ -27,6 +28,23 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l2": F.mse_loss,
     "charbonnier": charbonnier,
 }
+
+
+def training_loss(cfg: TrainParams) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``train.loss`` on R, G, B; with ``train.chroma_weight``, on BT.601 Y (the channel the
+    protocol scores, as SRCNN and VDSR were trained) plus that weight times the loss on Cb and Cr,
+    so that a small model spends less of itself on colour than on luma."""
+    loss = LOSSES[cfg.loss]
+    if cfg.chroma_weight is None:
+        return loss
+    weight, to_ycbcr = cfg.chroma_weight, torch.tensor([BT601_Y, *BT601_CBCR], dtype=torch.float64) / 255
+
+    def on_ycbcr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        m = to_ycbcr.to(pred.device, pred.dtype)
+        p, t = (torch.einsum("oc,bchw->bohw", m, x) for x in (pred, target))
+        return loss(p[:, :1], t[:, :1]) + weight * loss(p[:, 1:], t[:, 1:])
+
+    return on_ycbcr
 
 
 def lr_lambda(cfg: TrainParams, steps_per_epoch: int) -> Callable[[int], float]:

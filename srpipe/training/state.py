@@ -56,6 +56,7 @@ class Progress:
     best_epoch: int = 0
     history: list[dict] = field(default_factory=list)  # one row per finished epoch
     epoch_losses: list[float] = field(default_factory=list)  # of the unfinished epoch
+    epoch_grad_norms: list[float] = field(default_factory=list)  # before clipping, of the unfinished epoch
     seconds: float = 0.0  # wall time of the steps done (validation included), over restarts
 
     def as_dict(self) -> dict:
