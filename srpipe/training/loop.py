@@ -319,8 +319,7 @@ class Trainer:
         clip = self.cfg.grad_clip
         row = {"epoch": epoch, "loss": loss, "val_psnr": val["psnr"], "val_ssim": val["ssim"],
                "lr": self.optimizer.param_groups[0]["lr"], "step": p.step, "minutes": round(p.seconds / 60, 4),
-               "grad_norm": float(np.median(grad_norms)) if grad_norms.size else math.nan,
-               "clipped": float(np.mean(grad_norms > clip)) if clip and grad_norms.size else 0.0}
+               "grad_norm": float(np.median(grad_norms)), "clipped": float(np.mean(grad_norms > clip)) if clip else 0.0}
         p.history.append(row)
         self.board.scalars(p.step, {"val/psnr": val["psnr"], "val/ssim": val["ssim"]})
         tqdm.write(f"epoch {epoch}: loss {loss:.4f}  val PSNR {val['psnr']:.3f} dB  SSIM {val['ssim']:.4f}")
