@@ -347,7 +347,7 @@ def export_onnx(
     result = export_precisions(
         model, out, e.precision, e.opset, load_pairs(valid, scale), e.check_images, e.calibration_patches,
         e.calibration_size, p.eval.crop(scale), p.eval.y_channel,
-        LPIPS(p.eval.lpips_backbone) if p.eval.lpips else None,
+        LPIPS(p.eval.lpips_backbone) if p.eval.lpips else None, e.int8_reduce_range,
     )
     write_json(metrics, result)
     typer.echo(f"max |onnxruntime - torch| = {result['max_abs_diff']:.2e} (fp32)")

@@ -235,6 +235,9 @@ class ExportParams(_Section):
     check_images: int = Field(1, ge=1, description="validation images compared between ONNX Runtime and PyTorch")
     calibration_patches: int = Field(32, ge=1, description="int8: validation patches to calibrate on")
     calibration_size: int = Field(64, ge=8, description="int8: LR side of a calibration patch")
+    int8_reduce_range: bool = Field(
+        True, description="int8: 7-bit weights, exact on every x86 CPU (full-range weights overflow ONNX Runtime's "
+        "kernel on CPUs without VNNI); false only for models that run where VNNI or ARM kernels do")
 
     @field_validator("precision")
     @classmethod

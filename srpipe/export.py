@@ -70,9 +70,15 @@ def calibration_patches(images: list[np.ndarray], count: int, size: int, seed: i
     return patches
 
 
-def quantize_int8(fp32_path: str | Path, path: str | Path, patches: list[np.ndarray]) -> None:
+def quantize_int8(fp32_path: str | Path, path: str | Path, patches: list[np.ndarray], reduce_range: bool = True) -> None:
     """ONNX Runtime static quantization: QDQ format, per-channel int8 weights, uint8 activations
-    calibrated (min/max) on ``patches``."""
+    calibrated (min/max) on ``patches``.
+
+    ``reduce_range`` keeps the weights to 7 bits (-64..64): ONNX Runtime's uint8 x int8 kernel on
+    x86 CPUs without VNNI (AVX2, AVX-512 before VNNI) adds pairs of products in int16, which
+    full-range weights overflow (2 x 255 x 127 > 32767); 7-bit weights give the same integers on
+    every CPU. Full range is for models that only run where VNNI or ARM kernels do the arithmetic.
+    """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -89,7 +95,7 @@ def quantize_int8(fp32_path: str | Path, path: str | Path, patches: list[np.ndar
         pre = Path(work) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range)
         _check(tmp)
 
 
@@ -134,6 +140,7 @@ def export_precisions(
     crop_border: int,
     y_channel: bool = True,
     lpips=None,
+    int8_reduce_range: bool = True,
 ) -> dict:
     """Export every precision, check fp32 against PyTorch, and score each file on ``pairs``
     (validation HR/LR) by the evaluation protocol, with its difference from fp32."""
@@ -145,7 +152,8 @@ def export_precisions(
     lr_images = [lr for _, _, lr in pairs]
     result: dict = {"opset": opset, "max_abs_diff": max_abs_difference(model, fp32, lr_images[:check_images])}
     if "int8" in precisions:
-        quantize_int8(fp32, onnx_path(out_dir, "int8"), calibration_patches(lr_images, calibration, calibration_size))
+        patches = calibration_patches(lr_images, calibration, calibration_size)
+        quantize_int8(fp32, onnx_path(out_dir, "int8"), patches, int8_reduce_range)
     if "fp16" in precisions:
         convert_fp16(fp32, onnx_path(out_dir, "fp16"))
     for precision in precisions:
