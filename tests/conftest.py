@@ -1,6 +1,8 @@
 import os
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,3 +27,9 @@ def shared_data() -> Path:
 @pytest.fixture
 def backbone() -> Path:
     return need(BACKBONE)
+
+
+def int8_weights(path) -> np.ndarray:
+    """Every int8 tensor of a QDQ ONNX model: its quantized conv weights (activations are uint8, biases int32)."""
+    tensors = onnx.load(str(path)).graph.initializer
+    return np.concatenate([onnx.numpy_helper.to_array(t).ravel() for t in tensors if t.data_type == onnx.TensorProto.INT8])

@@ -12,7 +12,7 @@ from srpipe.io import list_images, read_image
 from srpipe.models import build_model
 from srpipe.upscalers import SCALE_KEY, onnx_upscaler, ort_session
 
-from .conftest import DATA, need
+from .conftest import DATA, int8_weights, need
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +83,6 @@ def test_int8_output_close_to_fp32(exported, pairs):
     a = onnx_upscaler(ort_session(onnx_path(out, "fp32")))(lr).astype(int)
     b = onnx_upscaler(ort_session(onnx_path(out, "int8")))(lr).astype(int)
     assert np.abs(a - b).mean() < 0.5
-
-
-def int8_weights(path):
-    """Every int8 tensor of a QDQ model: its quantized conv weights (activations are uint8, biases int32)."""
-    tensors = onnx.load(str(path)).graph.initializer
-    return np.concatenate([onnx.numpy_helper.to_array(t).ravel() for t in tensors if t.data_type == onnx.TensorProto.INT8])
 
 
 @pytest.mark.parametrize("reduce_range, top", [(True, 64), (False, 127)])

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import ROOT
+from .conftest import ROOT, int8_weights
 
 STAGES = ["prepare-degradations", "extract-patches", "train", "evaluate", "export-onnx", "benchmark"]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore",
@@ -102,6 +102,7 @@ def test_repro_cache_and_experiment(repo):
     export = json.loads((repo / "metrics/export.json").read_text())
     assert (repo / "stages/export-onnx/model.onnx").is_file() and export["max_abs_diff"] < 1e-4
     assert (repo / "stages/export-onnx/model.int8.onnx").is_file()
+    assert abs(int8_weights(repo / "stages/export-onnx/model.int8.onnx")).max() == 64  # export.int8_reduce_range
     assert abs(export["int8"]["delta_psnr"]) < 1.0 and export["int8"]["size_mb"] < export["fp32"]["size_mb"]
     bench = json.loads((repo / "metrics/benchmark.json").read_text())  # the headline: largest size and threads
     assert set(bench) == {"fp32_ms", "int8_ms", "input", "threads"}  # one latency per exported precision
