@@ -135,18 +135,30 @@ PRESETS: dict[str, dict[str, dict]] = {
         "full": {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1},
     },
     "rcan": {"default": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16, "res_scale": 1.0}},
+    "rlfn": {  # the paper's body sizes; srpipe's tail (a conv after the PixelShuffle) adds a little
+        "default": {"n_resblocks": 6, "n_feats": 52, "esa_channels": 16},
+        "small": {"n_resblocks": 6, "n_feats": 48, "esa_channels": 16},
+    },
+}
+
+# The sizes of the model section that an architecture does not take.
+NOT_TAKEN: dict[str, set[str]] = {
+    "edsr": {"n_resgroups", "esa_channels"},
+    "rcan": {"attention", "esa_channels"},
+    "rlfn": {"n_resgroups", "attention", "reduction", "res_scale"},
 }
 
 
 class ModelParams(_Section):
-    name: Literal["edsr", "rcan"] = "edsr"
-    preset: str = Field("custom", description="custom, or a named size: edsr baseline|full, rcan default")
+    name: Literal["edsr", "rcan", "rlfn"] = "edsr"
+    preset: str = Field("custom", description="custom, or a named size: edsr baseline|full, rcan default, rlfn default|small")
     n_resgroups: int = Field(10, ge=1, le=64, description="rcan: residual groups")
-    n_resblocks: int = Field(8, ge=1, le=256, description="edsr: residual blocks; rcan: blocks per group")
+    n_resblocks: int = Field(8, ge=1, le=256, description="edsr: residual blocks; rcan: blocks per group; rlfn: RLFBs")
     n_feats: int = Field(32, ge=4, le=1024)
     res_scale: float = Field(1.0, gt=0, le=1)
     attention: bool = Field(False, description="edsr: RCAN channel attention in every block (rcan always has it)")
     reduction: int = Field(16, ge=1)
+    esa_channels: int = Field(16, ge=1, le=1024, description="rlfn: channels of the spatial attention (ESA)")
     global_skip: Literal["bicubic", "none"] = "bicubic"
     rgb_mean: Optional[tuple[float, float, float]] = Field(
         None, description="input mean shift (BasicSR/EDSR MeanShift); null: none"
@@ -164,11 +176,7 @@ class ModelParams(_Section):
         """The architecture's keyword arguments, with the preset (if any) applied."""
         sizes = self.model_dump(exclude={"name", "preset"})
         sizes.update(PRESETS.get(self.name, {}).get(self.preset, {}))
-        if self.name == "edsr":
-            sizes.pop("n_resgroups")
-        else:
-            sizes.pop("attention")
-        return sizes
+        return {k: v for k, v in sizes.items() if k not in NOT_TAKEN[self.name]}
 
 
 class TrainParams(_Section):

@@ -124,3 +124,16 @@ def test_speedups_and_latency_table():
     assert table.to_dict("records") == [
         {"size": "8x8", "input_pixels": 64, "torch-fp32": 15.0, "onnxruntime-fp32": 10.0, "onnxruntime-int8": 2.5}
     ]
+
+
+def test_rlfn_exports_with_dynamic_size_and_int8(pairs, tmp_path):
+    """RLFN's spatial attention (strided conv, max pool, bilinear resize to the input's size) exports
+    with dynamic height and width: ONNX Runtime matches PyTorch at a size other than the traced one."""
+    model = quickly_trained(pairs, steps=60, model=build_model("rlfn", scale=2, n_resblocks=2, n_feats=16, esa_channels=8))
+    result = export_precisions(model, tmp_path, ["fp32", "int8"], 17, pairs, check_images=2, calibration=16,
+                               calibration_size=32, crop_border=2)
+    assert result["max_abs_diff"] < 1e-4
+    x = torch.rand(2, 3, 17, 29)
+    y = ort_session(onnx_path(tmp_path, "fp32")).run(None, {"lr": x.numpy()})[0]
+    np.testing.assert_allclose(y, model(x).detach().numpy(), atol=1e-4)
+    assert abs(result["int8"]["delta_psnr"]) < 0.2

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from srpipe.config import ModelParams
 from srpipe.models import build_model, count_parameters, load_model, macs_per_output_pixel, save_checkpoint
-from srpipe.models.common import CALayer
+from srpipe.models.common import ESA, RLFB, CALayer
 from srpipe.training import model_arch
 
 
@@ -73,3 +73,47 @@ def test_macs_per_output_pixel_of_edsr_baseline():
     # 33 LR-space 3x3 convs 64->64 (+ head 3->64, upsampler 64->256) per 4 output pixels, tail 64->3
     lr_macs = 33 * 64 * 64 * 9 + 3 * 64 * 9 + 64 * 256 * 9
     assert macs_per_output_pixel(model) == pytest.approx(lr_macs / 4 + 64 * 3 * 9)
+
+
+def rlfb_parameters(nf: int, f: int) -> int:
+    """Three 3x3 convs, the 1x1 fuse, and ESA's 1x1 squeeze, 1x1 skip, two 3x3 and 1x1 expand (with biases)."""
+    esa = (nf * f + f) + (f * f + f) + 2 * (f * f * 9 + f) + (f * nf + nf)
+    return 3 * (nf * nf * 9 + nf) + (nf * nf + nf) + esa
+
+
+def test_rlfn_is_rlfbs_in_the_residual_shell():
+    plain = build_model("edsr", scale=2, n_resblocks=0, n_feats=32)  # head, body conv, tail
+    rlfn = build_model("rlfn", scale=2, n_resblocks=5, n_feats=32, esa_channels=16)
+    assert sum(isinstance(m, RLFB) for m in rlfn.modules()) == 5
+    assert count_parameters(rlfn) - count_parameters(plain) == 5 * rlfb_parameters(32, 16)
+    arch = model_arch(ModelParams(name="rlfn", preset="small"), scale=2)
+    assert arch["kwargs"] == {"scale": 2, "n_resblocks": 6, "n_feats": 48, "esa_channels": 16,
+                              "global_skip": "bicubic", "rgb_mean": None, "img_range": 1.0}
+    # EDSR's and RCAN's kwargs (and so their runs' fingerprints and checkpoints) are as before RLFN came
+    assert set(model_arch(ModelParams(), 2)["kwargs"]) == {"scale", "n_resblocks", "n_feats", "res_scale", "attention",
+                                                          "reduction", "global_skip", "rgb_mean", "img_range"}
+    assert "esa_channels" not in model_arch(ModelParams(name="rcan"), 2)["kwargs"]
+    # the paper's RLFN-S body at x2: 6 RLFBs of 48 features; srpipe's tail conv adds 48 * 3 * 9 + 3
+    assert count_parameters(build_model(arch["name"], **arch["kwargs"])) == 533_859
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 7), (16, 16), (17, 23)])
+def test_rlfn_takes_any_input_size(size):
+    """The paper's unpadded ESA needs 17 LR pixels; srpipe's padded one takes a 1-pixel image."""
+    model = build_model("rlfn", scale=3, n_resblocks=1, n_feats=8, esa_channels=4)
+    assert model(torch.rand(1, 3, *size)).shape == (1, 3, 3 * size[0], 3 * size[1])
+
+
+def test_esa_gates_every_pixel_by_its_neighbourhood():
+    torch.manual_seed(0)
+    esa = ESA(8, 4)
+    x = torch.rand(1, 8, 20, 20)
+    torch.nn.init.zeros_(esa.expand.weight)
+    torch.nn.init.zeros_(esa.expand.bias)
+    torch.testing.assert_close(esa(x), x * 0.5)  # a zero map: sigmoid(0) halves every feature
+    esa = ESA(8, 4)
+    gate = esa(x) / x
+    far = x.clone()
+    far[..., :10, :10] += 1.0  # a change in the top-left quarter reaches the bottom-right pixel through the pooled view
+    assert not torch.allclose((esa(far) / far)[..., -1, -1], gate[..., -1, -1])
+    assert ((gate > 0) & (gate < 1)).all()

@@ -381,3 +381,24 @@ def test_a_diverged_epoch_stops_training_and_keeps_the_last_good_state(tmp_path,
     assert sorted(p.name for p in (tmp_path / "snapshots").glob("*.pt")) == ["epoch_0001.pt", "epoch_0002.pt"]
     log = pd.read_csv(tmp_path / "log.csv")
     assert log["epoch"].tolist() == [1, 2, 3] and log["loss"].iloc[2] > 100 * log["loss"].iloc[1]
+
+
+def test_rlfn_trains_compiled_in_one_graph_repeats_its_weights_and_reloads(tmp_path, data):
+    from torch._dynamo.utils import counters
+
+    from srpipe.models import load_model
+    from srpipe.models.rlfn import RLFN
+
+    rlfn = ModelParams(name="rlfn", n_resblocks=2, n_feats=8, esa_channels=4)
+    go = lambda out, **kw: train(data / "patches", data / "prepared" / "valid", out, out / "log.csv", 2, 0,  # noqa: E731
+                                 rlfn, TrainParams(**{**TINY_TRAIN, "epochs": 1, **kw}), crop_border=2)
+    torch._dynamo.reset()
+    counters.clear()
+    go(tmp_path / "compiled", compile=True)  # ESA's resize to the input's size: no graph break
+    assert dict(counters["graph_break"]) == {} and counters["stats"]["unique_graphs"] == 1
+    go(tmp_path / "a")
+    go(tmp_path / "b")
+    a, b = weights(tmp_path / "a" / "last.pt"), weights(tmp_path / "b" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a) and any(k.endswith("esa.expand.weight") for k in a)
+    model, ckpt = load_model(tmp_path / "a" / "best.pt")
+    assert isinstance(model, RLFN) and ckpt["arch"]["kwargs"]["esa_channels"] == 4

@@ -15,8 +15,9 @@ from torch import nn
 from ..io import SrpipeError, atomic_path
 from .edsr import EDSR
 from .rcan import RCAN
+from .rlfn import RLFN
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"edsr": EDSR, "rcan": RCAN}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"edsr": EDSR, "rcan": RCAN, "rlfn": RLFN}
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Building blocks shared by the SR architectures, named after the papers (EDSR, RCAN)."""
+"""Building blocks shared by the SR architectures, named after the papers (EDSR, RCAN, RLFN)."""
 
 from __future__ import annotations
 
@@ -106,3 +106,46 @@ class SRNet(nn.Module):
         if self.global_skip == "bicubic":
             out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return out
+
+
+class ESA(nn.Module):
+    """Enhanced spatial attention (RFANet, Liu et al. 2020; as RLFN uses it): squeeze the
+    features to ``esa_channels``, look at a strided, max-pooled view of them (a wide receptive
+    field at a fraction of the cost), upsample the map back and gate every pixel with a sigmoid.
+
+    The strided convolution and the pooling are padded, so any input size works (the paper's
+    unpadded ones need 17 LR pixels or more: a thin tile or a tiny image would fail)."""
+
+    def __init__(self, n_feats: int, esa_channels: int = 16):
+        super().__init__()
+        f = esa_channels
+        self.squeeze = nn.Conv2d(n_feats, f, 1)
+        self.skip = nn.Conv2d(f, f, 1)
+        self.down = nn.Conv2d(f, f, 3, stride=2, padding=1)
+        self.pool = nn.MaxPool2d(7, stride=3, padding=3)
+        self.conv = default_conv(f, f)
+        self.expand = nn.Conv2d(f, n_feats, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        squeezed = self.squeeze(x)
+        coarse = self.conv(self.pool(self.down(squeezed)))
+        coarse = F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return x * torch.sigmoid(self.expand(coarse + self.skip(squeezed)))
+
+
+class RLFB(nn.Module):
+    """Residual local feature block (RLFN, Kong et al. 2022): three conv-LeakyReLU layers with a
+    skip around them, a 1x1 convolution, then enhanced spatial attention. It drops the feature
+    distillation branches of RFDN, which cost memory traffic more than multiply-adds."""
+
+    def __init__(self, n_feats: int, esa_channels: int = 16):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(3):
+            layers += [default_conv(n_feats, n_feats), nn.LeakyReLU(0.05, inplace=True)]
+        self.body = nn.Sequential(*layers)
+        self.fuse = nn.Conv2d(n_feats, n_feats, 1)
+        self.esa = ESA(n_feats, esa_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.esa(self.fuse(x + self.body(x)))
