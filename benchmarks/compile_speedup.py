@@ -12,8 +12,9 @@ Builds the image store of the bundled training photos, then measures the real tr
 in rounds that alternate all of them, so that the machine's drift falls on all alike. Prints
 each variant's multiply-adds per output pixel, the median ms per step, its spread over the
 rounds, compiled / eager, and the faster mode's ms per billion forward multiply-adds of the
-step's batch (what a multiply-add costs in that model's step: forward, backward and update). The compile itself (about 20 s on 2 cores, once per
-start of a run) falls in the untimed warm-up steps.
+step's batch (what a multiply-add costs in that model's step: forward, backward and update).
+The compile itself (about 20 s on 2 cores, once per start of a run) falls in the untimed
+warm-up steps.
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name.strip(), sets.split()
 
 
-def measure(store: Path, valid: Path, args: argparse.Namespace) -> dict[tuple[str, bool], list[float]]:
+def read_variants(args: argparse.Namespace) -> dict:
+    """The params of every variant: the recipe's step (64 px, batch 16), ``--set``, then the variant's own."""
+    return {name: read(args.params, ["train.patch_size=64", "train.batch_size=16", *args.overrides, *sets],
+                       missing_ok=True) for name, sets in args.variants}
+
+
+def measure(store: Path, valid: Path, configs: dict, args: argparse.Namespace) -> dict[tuple[str, bool], list[float]]:
     """ms per step of every (variant, compiled), ``args.rounds`` alternating measurements each."""
-    configs = {name: read(args.params, ["train.patch_size=64", "train.batch_size=16", *args.overrides, *sets],
-                          missing_ok=True) for name, sets in args.variants}
     times: dict[tuple[str, bool], list[float]] = {(n, c): [] for n in configs for c in MODES[args.compile]}
     for _ in range(args.rounds):
         for name, compiled in times:
@@ -57,22 +62,21 @@ def measure(store: Path, valid: Path, args: argparse.Namespace) -> dict[tuple[st
     return times
 
 
-def model_macs(params_file: Path, overrides: list[str]) -> tuple[float, float]:
+def model_macs(p) -> tuple[float, float]:
     """Multiply-adds of one forward pass per output pixel, and over one step's batch of crops."""
-    p = read(params_file, ["train.patch_size=64", "train.batch_size=16", *overrides], missing_ok=True)
     arch = model_arch(p.model, p.scale)
     per_pixel = macs_per_output_pixel(build_model(arch["name"], **arch["kwargs"]))
     return per_pixel, per_pixel * p.train.patch_size ** 2 * p.train.batch_size
 
 
-def print_table(times: dict[tuple[str, bool], list[float]], args: argparse.Namespace) -> None:
+def print_table(times: dict[tuple[str, bool], list[float]], configs: dict, args: argparse.Namespace) -> None:
     print(f"ms per training step, median of {args.rounds} alternating measurements of {args.steps} steps (min-max)")
     print("| variant | multiply-adds per pixel | eager | compiled | compiled / eager | ms per G forward multiply-adds of the step |")
     print("|---|---|---|---|---|---|")
     cell = lambda t: f"{statistics.median(t):.1f} ({min(t):.1f}-{max(t):.1f})" if t else ""  # noqa: E731
-    for name, sets in args.variants:
+    for name, p in configs.items():
         eager, comp = times.get((name, False), []), times.get((name, True), [])
-        per_pixel, per_step = model_macs(args.params, [*args.overrides, *sets])
+        per_pixel, per_step = model_macs(p)
         ratio = f"{statistics.median(comp) / statistics.median(eager):.2f}" if eager and comp else ""
         fastest = min(statistics.median(t) for t in (eager, comp) if t)
         print(f"| {name} | {per_pixel:,.0f} | {cell(eager)} | {cell(comp)} | {ratio} | {fastest / (per_step / 1e9):.1f} |")
@@ -89,13 +93,14 @@ def main() -> None:
     ap.add_argument("--compile", choices=list(MODES), default="both", help="measure eager, compiled or both")
     args = ap.parse_args()
     args.variants = [parse_variant(v) for v in args.variant or DEFAULT_VARIANTS]
+    configs = read_variants(args)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         prepare(source_files("sample-train"), data / "train", 2, workers=2)
         prepare(source_files("sample-valid", limit=1), data / "valid", 2)
         extract(data / "train", data / "store", 2, workers=2)
-        times = measure(data / "store", data / "valid", args)
-    print_table(times, args)
+        times = measure(data / "store", data / "valid", configs, args)
+    print_table(times, configs, args)
 
 
 if __name__ == "__main__":

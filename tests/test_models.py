@@ -93,7 +93,7 @@ def test_rlfn_is_rlfbs_in_the_residual_shell():
     assert set(model_arch(ModelParams(), 2)["kwargs"]) == {"scale", "n_resblocks", "n_feats", "res_scale", "attention",
                                                           "reduction", "global_skip", "rgb_mean", "img_range"}
     assert "esa_channels" not in model_arch(ModelParams(name="rcan"), 2)["kwargs"]
-    # the paper's RLFN-S body at x2: 6 RLFBs of 48 features; srpipe's tail conv adds 48 * 3 * 9 + 3
+    # the paper's RLFN-S body at x2 (6 RLFBs of 48 features) in srpipe's shell, whose tail is its own
     assert count_parameters(build_model(arch["name"], **arch["kwargs"])) == 533_859
 
 
