@@ -161,7 +161,10 @@ def test_imported_model_exports_quantizes_and_upscales(trained, pairs, tmp_path)
     result = export_precisions(model, tmp_path, ["fp32", "int8"], 17, pairs, check_images=2, calibration=16,
                                calibration_size=32, crop_border=2)
     assert result["max_abs_diff"] < 1e-4
-    assert abs(result["int8"]["delta_psnr"]) < 0.1
+    # int8 loses under 0.1 dB. It may also gain by chance: the 150-step model's weights depend on
+    # the CPU's fp32 kernels, and its 7-bit quantization noise moved PSNR by +0.106 dB on an
+    # AVX-512 CPU (SSIM -0.0012); a gain past 0.2 dB would mean int8 is not computing the model.
+    assert -0.1 < result["int8"]["delta_psnr"] < 0.2
 
     lr = pairs[0][2][:50, :70]
     write_image(tmp_path / "lr.png", lr)
