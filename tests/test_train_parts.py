@@ -10,8 +10,8 @@ from srpipe.config import TrainParams
 from srpipe.training import LOSSES, autocast_dtype, fingerprint_changes, lr_lambda, recipe
 from srpipe.datasets import dataset_files
 from srpipe.io import read_image
-from srpipe.training.sampling import (CropDataset, RunSampler, crop_positions, detail_energy, epoch_plan, epoch_steps,
-                                      texture_cells, transform)
+from srpipe.training.sampling import (CropDataset, RunSampler, collate_crops, crop_positions, detail_energy, epoch_plan,
+                                      epoch_steps, make_loader, texture_cells, transform)
 
 
 def test_warmup_is_linear_then_cosine_to_the_floor_at_the_last_step():
@@ -183,12 +183,28 @@ def test_lr_and_hr_get_the_same_crop_and_transform():
     store = ArrayStore([rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((8, 8), (9, 12))], 2)
     ds = CropDataset(store, crop=12, rows=40, seed=0)  # 6-px LR crops
     for g in range(80):
-        lr_t, hr_t = ds[g]
-        assert lr_t.shape == (3, 6, 6) and hr_t.shape == (3, 12, 12)
-        torch.testing.assert_close(hr_t, lr_t.repeat_interleave(2, 1).repeat_interleave(2, 2))
+        lr, hr = ds[g]
+        assert lr.shape == (6, 6, 3) and hr.shape == (12, 12, 3)
+        np.testing.assert_array_equal(hr, lr.repeat(2, 0).repeat(2, 1))
     image, flip, turns, cy, cx = ds.plan(2)[5]  # sample 45 is row 5 of epoch 2
     expected = transform(store.lr(image)[cy : cy + 6, cx : cx + 6], flip, turns)
-    np.testing.assert_array_equal(ds[45][0].mul(255).round().byte().permute(1, 2, 0).numpy(), expected)
+    np.testing.assert_array_equal(ds[45][0], expected)
+
+
+def test_a_batch_is_its_crops_in_zero_to_one_channels_last():
+    rng = np.random.default_rng(1)
+    store = ArrayStore([rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)], 2)
+    ds = CropDataset(store, crop=8, rows=40, seed=0)
+    samples = [ds[g] for g in range(5)]
+    lr, hr = collate_crops(samples)
+    assert lr.shape == (5, 3, 4, 4) and hr.shape == (5, 3, 8, 8) and lr.dtype == torch.float32
+    assert lr.is_contiguous(memory_format=torch.channels_last)
+    for i, (lr_crop, hr_crop) in enumerate(samples):
+        torch.testing.assert_close(lr[i], torch.from_numpy(lr_crop.copy()).permute(2, 0, 1) / 255, rtol=0, atol=0)
+        torch.testing.assert_close(hr[i], torch.from_numpy(hr_crop.copy()).permute(2, 0, 1) / 255, rtol=0, atol=0)
+    loader = make_loader(ds, RunSampler(0, 2, 5, 1), 0, False)  # the loader batches the same way
+    first = next(iter(loader))
+    assert torch.equal(first[0], lr) and torch.equal(first[1], hr)
 
 
 def test_an_on_the_fly_crop_is_degraded_as_the_whole_image_would_be():
@@ -207,7 +223,7 @@ def test_an_on_the_fly_crop_is_degraded_as_the_whole_image_would_be():
     for g in range(400):
         _, flip, turns, cy, cx = ds.plan(1)[g]
         if min(cy, cx) >= 8 and cy + 16 + 8 <= 100 and cx + 16 + 8 <= 120:
-            got = ds[g][0].mul(255).round().byte().permute(1, 2, 0).numpy()
+            got = ds[g][0]
             np.testing.assert_array_equal(got, transform(whole[cy : cy + 16, cx : cx + 16], flip, turns))
             inner += 1
     assert inner > 100

@@ -125,12 +125,20 @@ def transform(img: np.ndarray, flip: int, turns: int) -> np.ndarray:
     return np.rot90(img, turns, axes=(0, 1))
 
 
-def to_chw(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
+def to_batch(crops: list[np.ndarray]) -> torch.Tensor:
+    """N H x W x C uint8 crops as one N x C x H x W float tensor in [0, 1], channels-last in
+    memory (the layout the crops come in): one copy and one conversion for the whole batch."""
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def collate_crops(samples: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DataLoader's collate: a list of (LR, HR) uint8 crops as an (LR, HR) pair of batches."""
+    return to_batch([lr for lr, _ in samples]), to_batch([hr for _, hr in samples])
 
 
 class CropDataset(Dataset):
-    """Sample ``g`` of a run as an augmented (LR, HR) pair of float tensors in [0, 1].
+    """Sample ``g`` of a run as an augmented (LR, HR) pair of uint8 H x W x C crops (views of the
+    store); :func:`collate_crops` makes a batch of them float tensors in [0, 1].
 
     With ``degrade`` (on-the-fly degradation), the LR is made from the HR crop (and its
     surroundings) by ``degrade(hr, seed_key)`` instead of being cut from the stored LR image.
@@ -159,7 +167,7 @@ class CropDataset(Dataset):
             self._plan = (epoch, plan)
         return self._plan[1]
 
-    def __getitem__(self, g: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, g: int) -> tuple[np.ndarray, np.ndarray]:
         self._reads += 1
         if self._reads % RELEASE_EVERY == 0:
             self.store.release()
@@ -171,7 +179,7 @@ class CropDataset(Dataset):
             lr = self._degraded(image, cy, cx, (self.seed, epoch + 1, row))
         else:
             lr = self.store.lr(image)[cy : cy + c, cx : cx + c]
-        return to_chw(transform(lr, flip, turns)), to_chw(transform(hr, flip, turns))
+        return transform(lr, flip, turns), transform(hr, flip, turns)
 
     def _degraded(self, image: int, cy: int, cx: int, key: tuple[int, ...]) -> np.ndarray:
         """The LR crop at (cy, cx), degraded on the fly with ``key``'s draws: the HR crop and up to
@@ -223,5 +231,5 @@ def make_loader(dataset: CropDataset, sampler: RunSampler, workers: int, cuda: b
         warnings.warn(f"{len(skipped)} training image(s) smaller than the {dataset.crop}px crop are never "
                       f"sampled: {', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", stacklevel=2)
     return DataLoader(dataset, batch_size=sampler.per_rank, sampler=sampler, num_workers=workers,
-                      pin_memory=cuda, persistent_workers=workers > 0,
+                      collate_fn=collate_crops, pin_memory=cuda, persistent_workers=workers > 0,
                       prefetch_factor=4 if workers > 0 else None)
