@@ -82,12 +82,26 @@ def print_table(times: dict[tuple[str, bool], list[float]], configs: dict, args:
         print(f"| {name} | {per_pixel:,.0f} | {cell(eager)} | {cell(comp)} | {ratio} | {fastest / (per_step / 1e9):.1f} |")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5, help="alternating measurements of each configuration")
-    ap.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+def step_arguments(doc: str, rounds: int, steps: int) -> argparse.ArgumentParser:
+    """The arguments of a benchmark that times training steps in alternating rounds."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=rounds, help="alternating measurements of each configuration")
+    ap.add_argument("--steps", type=int, default=steps, help="timed steps per measurement")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return ap
+
+
+def sample_store(data: Path) -> tuple[Path, Path]:
+    """(image store, validation folder) of the bundled photos at x2, built in ``data``."""
+    prepare(source_files("sample-train"), data / "train", 2, workers=2)
+    prepare(source_files("sample-valid", limit=1), data / "valid", 2)
+    extract(data / "train", data / "store", 2, workers=2)
+    return data / "store", data / "valid"
+
+
+def main() -> None:
+    ap = step_arguments(__doc__, rounds=5, steps=30)
     ap.add_argument("--variant", action="append", default=[], metavar="'NAME: KEY=VALUE ...'",
                     help="a configuration to measure (repeatable; default: attention off and on)")
     ap.add_argument("--compile", choices=list(MODES), default="both", help="measure eager, compiled or both")
@@ -95,11 +109,7 @@ def main() -> None:
     args.variants = [parse_variant(v) for v in args.variant or DEFAULT_VARIANTS]
     configs = read_variants(args)
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp)
-        prepare(source_files("sample-train"), data / "train", 2, workers=2)
-        prepare(source_files("sample-valid", limit=1), data / "valid", 2)
-        extract(data / "train", data / "store", 2, workers=2)
-        times = measure(data / "store", data / "valid", configs, args)
+        times = measure(*sample_store(Path(tmp)), configs, args)
     print_table(times, configs, args)
 
 

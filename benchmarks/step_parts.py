@@ -31,9 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from compile_speedup import sample_store, step_arguments  # a sibling script in benchmarks/
 from srpipe.cli import read
-from srpipe.data import prepare, source_files
-from srpipe.patches import extract
 from srpipe.training.loop import Distributed, Trainer, pick_device
 from srpipe.training.sampling import RunSampler, make_loader
 
@@ -112,19 +111,10 @@ def print_table(times: dict[str, list[float]], args: argparse.Namespace) -> None
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=10, help="alternating measurements of each configuration")
-    ap.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = ap.parse_args()
+    args = step_arguments(__doc__, rounds=10, steps=40).parse_args()
     p = read(args.params, [*RECIPE, *args.overrides], missing_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp)
-        prepare(source_files("sample-train"), data / "train", 2, workers=2)
-        prepare(source_files("sample-valid", limit=1), data / "valid", 2)
-        extract(data / "train", data / "store", 2, workers=2)
-        times = measure(trainer_of(data / "store", data / "valid", data, p), args)
+        times = measure(trainer_of(*sample_store(Path(tmp)), Path(tmp), p), args)
     print_table(times, args)
 
 
