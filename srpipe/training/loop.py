@@ -161,7 +161,8 @@ class Trainer:
         self.model.to(self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        # fused: one kernel for all tensors (on a CPU 0.4 ms a step for this model, against 2.8 one by one)
+        # fused: one kernel for all tensors (0.8 ms a step for the recipe on a CPU, against 3.1 one by one;
+        # benchmarks/step_parts.py)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                           fused=self.device.type in FUSED_ADAM)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps_per_epoch))
