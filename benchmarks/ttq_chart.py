@@ -6,12 +6,16 @@
 Each CURVE is a ``curve.csv`` of ``benchmarks/time_to_quality.py`` (named by its folder; ``dvc
 plots show CURVE -x minutes -y set5_psnr`` draws one alone); a ``--point NAME=MINUTES,PSNR`` is
 a single run's final score (e.g. the BasicSR peer's row) and a ``--line NAME=PSNR`` a published
-reference across the chart. Drawn with matplotlib (``make install-dev`` installs it).
+reference across the chart. With ``--highlight GLOB`` (repeatable) only the curves whose folder
+name matches are drawn in colour and named in the legend; the others are drawn thin and grey
+under one legend entry, so a chart of thirty runs stays readable. Drawn with matplotlib (``make
+install-dev`` installs it).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 from pathlib import Path
 
@@ -39,6 +43,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--point", type=named(2), action="append", default=[], help="NAME=MINUTES,PSNR: one run's final score")
     ap.add_argument("--line", type=named(1), action="append", default=[], help="NAME=PSNR: a published reference")
     ap.add_argument("--ymin", type=float, default=None, help="lowest value shown (zooms in on the curves' ends)")
+    ap.add_argument("--highlight", action="append", default=[], metavar="GLOB",
+                    help="draw only the curves whose folder name matches in colour (the rest grey)")
     return ap.parse_args()
 
 
@@ -55,7 +61,15 @@ def series(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
     return out
 
 
-def render(lines: dict[str, pd.DataFrame], metric: str, out: Path, ymin: float | None = None) -> None:
+def muted(names: list[str], highlight: list[str]) -> set[str]:
+    """The curve names drawn grey: none without ``highlight``, else those matching none of its globs."""
+    if not highlight:
+        return set()
+    return {n for n in names if not any(fnmatch.fnmatchcase(n, pattern) for pattern in highlight)}
+
+
+def render(lines: dict[str, pd.DataFrame], metric: str, out: Path, ymin: float | None = None,
+           grey: set[str] = frozenset()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,7 +77,12 @@ def render(lines: dict[str, pd.DataFrame], metric: str, out: Path, ymin: float |
 
     fig, ax = plt.subplots(figsize=(10, 4.8), dpi=120)
     colours, markers = plt.get_cmap("tab20").colors, "osD^v<>p"
-    for i, (name, table) in enumerate(lines.items()):
+    for k, name in enumerate(sorted(grey)):
+        table = lines[name]
+        label = f"other runs ({len(grey)})" if k == 0 else None
+        ax.plot(table["minutes"], table[metric], "-", color="0.75", linewidth=0.8, label=label, zorder=1)
+    coloured = [(name, table) for name, table in lines.items() if name not in grey]
+    for i, (name, table) in enumerate(coloured):
         if table["minutes"].isna().all():  # a published reference
             ax.axhline(table[metric].iloc[0], color="grey", linestyle="--", linewidth=1)
             ax.annotate(name, (0, table[metric].iloc[0]), xycoords=("axes fraction", "data"), xytext=(4, 3),
@@ -89,7 +108,8 @@ def render(lines: dict[str, pd.DataFrame], metric: str, out: Path, ymin: float |
 
 def main() -> None:
     args = parse_args()
-    render(series(args), args.metric, args.out, args.ymin)
+    lines = series(args)
+    render(lines, args.metric, args.out, args.ymin, muted([c.parent.name for c in args.curves], args.highlight))
     print(f"wrote {args.out}")
 
 
