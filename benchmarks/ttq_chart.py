@@ -48,12 +48,17 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def curve_name(csv: Path) -> str:
+    """A curve's name in the legend and for ``--highlight``: its run's folder."""
+    return csv.parent.name
+
+
 def series(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
     """name -> (minutes, metric) rows of every curve (without its "without EMA" row), point and line."""
     out = {}
     for csv in args.curves:
         table = pd.read_csv(csv)
-        out[csv.parent.name] = table[~table["run"].str.endswith("without EMA")][["minutes", args.metric]]
+        out[curve_name(csv)] = table[~table["run"].str.endswith("without EMA")][["minutes", args.metric]]
     for name, (minutes, score) in args.point:
         out[name] = pd.DataFrame({"minutes": [minutes], args.metric: [score], "point": [True]})
     for name, (score,) in args.line:
@@ -61,15 +66,15 @@ def series(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
     return out
 
 
-def muted(names: list[str], highlight: list[str]) -> set[str]:
+def muted(names: list[str], highlight: list[str]) -> frozenset[str]:
     """The curve names drawn grey: none without ``highlight``, else those matching none of its globs."""
     if not highlight:
-        return set()
-    return {n for n in names if not any(fnmatch.fnmatchcase(n, pattern) for pattern in highlight)}
+        return frozenset()
+    return frozenset(n for n in names if not any(fnmatch.fnmatchcase(n, pattern) for pattern in highlight))
 
 
 def render(lines: dict[str, pd.DataFrame], metric: str, out: Path, ymin: float | None = None,
-           grey: set[str] = frozenset()) -> None:
+           grey: frozenset[str] = frozenset()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,8 +113,8 @@ def render(lines: dict[str, pd.DataFrame], metric: str, out: Path, ymin: float |
 
 def main() -> None:
     args = parse_args()
-    lines = series(args)
-    render(lines, args.metric, args.out, args.ymin, muted([c.parent.name for c in args.curves], args.highlight))
+    grey = muted([curve_name(csv) for csv in args.curves], args.highlight)
+    render(series(args), args.metric, args.out, args.ymin, grey)
     print(f"wrote {args.out}")
 
 
