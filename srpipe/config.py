@@ -198,8 +198,8 @@ class TrainParams(_Section):
     lr: float = Field(2e-4, gt=0, le=1)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_epochs: int = Field(1, ge=0)
-    schedule: Literal["cosine", "step"] = "cosine"
-    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine: final lr = lr * min_lr_ratio")
+    schedule: Literal["cosine", "linear", "step"] = "cosine"
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine, linear: final lr = lr * min_lr_ratio")
     step_size: int = Field(200, ge=1, description="step: multiply lr by gamma every step_size epochs")
     gamma: float = Field(0.5, gt=0, le=1)
     ema: Optional[float] = Field(None, gt=0, lt=1, description="EMA decay of the weights; null: off")

@@ -23,6 +23,13 @@ def test_warmup_is_linear_then_cosine_to_the_floor_at_the_last_step():
     assert f(12) > f(13) and f(100) == pytest.approx(0.1)
 
 
+def test_linear_schedule_falls_on_a_straight_line_to_the_floor_at_the_last_step():
+    f = lr_lambda(TrainParams(epochs=5, warmup_epochs=1, schedule="linear", min_lr_ratio=0.0), steps_per_epoch=2)
+    assert [f(s) for s in range(11)] == pytest.approx([0.5, 1.0, 1.0, 6 / 7, 5 / 7, 4 / 7, 3 / 7, 2 / 7, 1 / 7, 0.0, 0.0])
+    g = lr_lambda(TrainParams(epochs=3, warmup_epochs=0, schedule="linear", min_lr_ratio=0.2), steps_per_epoch=2)
+    assert [g(s) for s in range(6)] == pytest.approx([1.0, 0.84, 0.68, 0.52, 0.36, 0.2])
+
+
 def test_step_schedule_multiplies_by_gamma_every_step_size_epochs():
     f = lr_lambda(TrainParams(epochs=10, warmup_epochs=1, schedule="step", step_size=2, gamma=0.5), steps_per_epoch=3)
     assert [f(s) for s in range(3)] == pytest.approx([1 / 3, 2 / 3, 1.0])

@@ -49,8 +49,8 @@ def training_loss(cfg: TrainParams) -> Callable[[torch.Tensor, torch.Tensor], to
 
 def lr_lambda(cfg: TrainParams, steps_per_epoch: int) -> Callable[[int], float]:
     """Learning-rate factor per optimiser step: linear warm-up from near zero over
-    ``warmup_epochs``, then cosine decay that reaches ``min_lr_ratio`` at the last step, or
-    x``gamma`` every ``step_size`` epochs."""
+    ``warmup_epochs``, then cosine or linear decay that reaches ``min_lr_ratio`` at the last
+    step, or x``gamma`` every ``step_size`` epochs."""
     warmup = cfg.warmup_epochs * steps_per_epoch
     total = cfg.epochs * steps_per_epoch
 
@@ -60,7 +60,8 @@ def lr_lambda(cfg: TrainParams, steps_per_epoch: int) -> Callable[[int], float]:
         if cfg.schedule == "step":
             return cfg.gamma ** ((step - warmup) // (cfg.step_size * steps_per_epoch))
         done = min(1.0, (step - warmup) / max(1, total - 1 - warmup))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done))
+        left = 1 - done if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * done))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * left
 
     return factor
 
