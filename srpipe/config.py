@@ -203,6 +203,8 @@ class TrainParams(_Section):
     step_size: int = Field(200, ge=1, description="step: multiply lr by gamma every step_size epochs")
     gamma: float = Field(0.5, gt=0, le=1)
     ema: Optional[float] = Field(None, gt=0, lt=1, description="EMA decay of the weights; null: off")
+    zero_init_residual: bool = Field(False, description=(
+        "start every residual block (edsr, rcan) as the identity: its branch's last convolution zeroed (SkipInit)"))
     grad_clip: Optional[float] = Field(None, gt=0, description=(
         "scale the gradients down to this global L2 norm when above it (EDSR's --gclip); null: off"))
     amp: Literal["auto", "none", "bf16"] = Field("none", description="bf16 autocast; auto: where the device has it")

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from srpipe.config import ModelParams
 from srpipe.models import build_model, count_parameters, load_model, macs_per_output_pixel, save_checkpoint
-from srpipe.models.common import ESA, RLFB, CALayer
+from srpipe.models.common import ESA, RLFB, CALayer, ResBlock, zero_init_residual
 from srpipe.training import model_arch
 
 
@@ -117,3 +117,20 @@ def test_esa_gates_every_pixel_by_its_neighbourhood():
     far[..., :10, :10] += 1.0  # a change in the top-left quarter reaches the bottom-right pixel through the pooled view
     assert not torch.allclose((esa(far) / far)[..., -1, -1], gate[..., -1, -1])
     assert ((gate > 0) & (gate < 1)).all()
+
+
+@pytest.mark.parametrize("name, sizes, blocks", [
+    ("edsr", {"n_resblocks": 3, "n_feats": 8, "attention": True, "reduction": 4}, 3),
+    ("rcan", {"n_resgroups": 2, "n_resblocks": 2, "n_feats": 8, "reduction": 4}, 4),
+    ("rlfn", {"n_resblocks": 1, "n_feats": 8, "esa_channels": 4}, 0),
+])
+def test_zero_init_residual_starts_every_residual_block_as_the_identity(name, sizes, blocks):
+    torch.manual_seed(0)
+    model = build_model(name, scale=2, **sizes)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert zero_init_residual(model) == blocks
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert len(changed) == 2 * blocks and all(k.endswith(("body.2.weight", "body.2.bias")) for k in changed)
+    x = torch.rand(1, 8, 5, 6)
+    for block in (m for m in model.modules() if isinstance(m, ResBlock)):
+        assert torch.equal(block(x), x)

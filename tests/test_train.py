@@ -342,6 +342,14 @@ def test_amp_auto_trains_in_bf16_only_where_supported_and_falls_back_to_fp32(tmp
     assert saved["precision"] == summary["precision"]  # a resume on another CPU is a fresh start, not a mix
 
 
+def test_zero_init_residual_without_residual_blocks_is_a_one_line_error(tmp_path, data):
+    cfg = TrainParams(**{**TINY_TRAIN, "zero_init_residual": True})
+    with pytest.raises(SrpipeError, match=r"^train.zero_init_residual: model.name=rlfn has no EDSR/RCAN residual "
+                                          r"blocks to start as the identity; set it to false$"):
+        train(data / "patches", data / "prepared" / "valid", tmp_path, tmp_path / "log.csv", 2, 0,
+              ModelParams(name="rlfn", n_resblocks=1, n_feats=8, esa_channels=4), cfg, crop_border=2)
+
+
 def test_the_schedule_ends_at_the_last_iteration_of_a_run(tmp_path, data):
     run(data, tmp_path, epochs=3, lr=1e-4, min_lr_ratio=0.05, warmup_epochs=1)
     log = np.genfromtxt(tmp_path / "log.csv", delimiter=",", names=True)

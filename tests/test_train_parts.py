@@ -245,6 +245,14 @@ def test_sampler_resumes_anywhere_and_splits_batches_over_processes():
     assert sorted(ranks[0] + ranks[1]) == whole and len(RunSampler(0, 5, 4, 2, 1, 2)) == 20
 
 
+def test_a_param_added_later_leaves_older_runs_fingerprints_as_they_were_at_its_old_value():
+    from srpipe.training.state import run_fingerprint
+
+    arch = {"name": "edsr", "kwargs": {"scale": 2}}
+    assert "zero_init_residual" not in run_fingerprint(arch, TrainParams(), 0, "store")["train"]
+    assert run_fingerprint(arch, TrainParams(zero_init_residual=True), 0, "store")["train"]["zero_init_residual"] is True
+
+
 def test_fingerprint_changes_name_the_keys():
     old = {"train": {"lr": 1e-4, "epochs": 3}, "seed": 0}
     new = {"train": {"lr": 2e-4, "epochs": 3}, "seed": 0}

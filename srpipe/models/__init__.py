@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..io import SrpipeError, atomic_path
+from .common import zero_init_residual
 from .edsr import EDSR
 from .rcan import RCAN
 from .rlfn import RLFN

@@ -44,6 +44,19 @@ class ResBlock(nn.Module):
         return x + self.body(x) * self.res_scale
 
 
+def zero_init_residual(model: nn.Module) -> int:
+    """SkipInit (De and Smith, 2020): zero the last convolution of every :class:`ResBlock`'s
+    branch, so that each block starts as the identity and the network as its head, tail and
+    skips. Returns the number of blocks changed (0 for a network without them, such as RLFN)."""
+    blocks = [m for m in model.modules() if isinstance(m, ResBlock)]
+    with torch.no_grad():
+        for block in blocks:
+            last = block.body[2]  # conv, ReLU, conv[, channel attention]
+            last.weight.zero_()
+            last.bias.zero_()
+    return len(blocks)
+
+
 class Upsampler(nn.Sequential):
     """Sub-pixel convolution (PixelShuffle) upsampling: x2, x3, and powers of two as repeated x2."""
 

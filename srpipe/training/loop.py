@@ -27,7 +27,7 @@ from ..degradations import CropDegrader
 from ..evaluate import evaluate, summarize
 from ..hardware import available_cores
 from ..io import SrpipeError, atomic_path
-from ..models import build_model, count_parameters, macs_per_output_pixel, save_checkpoint
+from ..models import build_model, count_parameters, macs_per_output_pixel, save_checkpoint, zero_init_residual
 from ..patches import ImageStore
 from ..progress import progress
 from ..upscale import tiled_upscaler
@@ -150,6 +150,9 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(self.seed)
         self.model = build_model(self.arch["name"], **self.arch["kwargs"])
+        if cfg.zero_init_residual and not zero_init_residual(self.model):
+            raise SrpipeError(f"train.zero_init_residual: model.name={self.arch['name']} has no EDSR/RCAN residual "
+                              "blocks to start as the identity; set it to false")
         self.model_stats = {"params": count_parameters(self.model),
                             "macs_per_output_pixel": macs_per_output_pixel(self.model)}
         if init_from:

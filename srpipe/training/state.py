@@ -28,9 +28,15 @@ def model_arch(model_cfg: ModelParams, scale: int) -> dict:
     return {"name": model_cfg.name, "kwargs": {"scale": scale, **model_cfg.sizes()}}
 
 
+# train params added after runs were saved, with the value that behaves as those runs did: left out
+# of the fingerprint at that value, so a run saved before the param existed still resumes
+ADDED_LATER = {"zero_init_residual": False}
+
+
 def run_fingerprint(arch: dict, cfg: TrainParams, seed: int, data: str, **extra) -> dict:
     """Everything that determines the trained weights (not threads, loader workers or save rate)."""
     train = cfg.model_dump(exclude=NOT_IN_FINGERPRINT)
+    train = {k: v for k, v in train.items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
     return {"arch": arch, "train": train, "seed": seed, "data": data, **extra}
 
 
