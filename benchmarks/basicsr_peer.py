@@ -178,7 +178,8 @@ def training_seconds(log: str) -> float:
 
 def score(checkpoint: Path, sources: list[str]) -> dict[str, dict[str, float]]:
     """PSNR and SSIM by srpipe's protocol (Y channel, ``SCALE`` pixels of border), per set."""
-    upscaler, scale, _ = load_upscaler(checkpoint=checkpoint)
+    loaded = load_upscaler(checkpoint=checkpoint)
+    upscaler, scale = loaded.upscaler, loaded.scale
     return {Path(s).name: summarize(score_source(upscaler, s, scale, crop_border=scale, desc=Path(s).name))
             for s in sources}
 

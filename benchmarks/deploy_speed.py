@@ -54,7 +54,7 @@ def main() -> None:
     plain, ensemble = ensemble_cost(model, crop)
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(Path(tmp) / "model.pt", model, arch)
-        export_onnx(model, onnx_path(tmp, "fp32"), opset=17)
+        export_onnx(model, onnx_path(tmp, "fp32"), opset=17, scale=model.scale)
         quantize_int8(onnx_path(tmp, "fp32"), onnx_path(tmp, "int8"), calibration_patches(lr_images, 32, 64))
         results = run_benchmark(
             Path(tmp) / "model.pt", {q: onnx_path(tmp, q) for q in ("fp32", "int8")}, 2,

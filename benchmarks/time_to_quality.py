@@ -142,11 +142,11 @@ def curve(args: argparse.Namespace, p: Params, run_dir: Path) -> pd.DataFrame:
              **flat(score(bicubic_upscaler(p.scale), args.eval, p, "bicubic"))}]
     for snapshot in sorted((run_dir / "snapshots").glob("epoch_*.pt")):
         epoch = int(snapshot.stem.split("_")[1])
-        upscaler = load_upscaler(checkpoint=snapshot)[0]
+        upscaler = load_upscaler(checkpoint=snapshot).upscaler
         rows.append({"run": args.label, "minutes": float(history.loc[epoch, "minutes"]),
                      "step": int(history.loc[epoch, "step"]), **flat(score(upscaler, args.eval, p, snapshot.stem))})
     if p.train.ema:  # the snapshots hold the EMA weights; the last step's own weights are in last.pt
-        raw = load_upscaler(checkpoint=run_dir / "last.pt")[0]
+        raw = load_upscaler(checkpoint=run_dir / "last.pt").upscaler
         rows.append({**rows[-1], "run": f"{args.label} without EMA", **flat(score(raw, args.eval, p, "last.pt"))})
     return pd.DataFrame(rows)
 

@@ -126,9 +126,9 @@ def _runner(spec: dict, threads: int) -> Callable[[np.ndarray], object]:
             session = ort.InferenceSession(spec["onnx"], providers=spec["providers"])
         inp, out = onnx_io(session, spec["onnx"])  # srpipe's names, or another tool's
         return lambda x: session.run([out], {inp: x})
-    from .models import load_model
+    from .modelfile import open_model_file
 
-    model, _ = load_model(spec["checkpoint"])
+    model = open_model_file(spec["checkpoint"]).model
     torch.set_num_threads(threads)
 
     def run(x: np.ndarray):

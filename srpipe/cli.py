@@ -17,7 +17,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from .config import Params, ParamsError, apply_overrides, load_params, validate_params
+from .config import SOURCES, Params, ParamsError, apply_overrides, load_params, validate_params
 from .io import SrpipeError, check_writable, write_json
 from .upscale import FORMATS
 
@@ -167,7 +167,21 @@ def extract_patches(
     typer.echo(f"{len(index)} images ({size / 2**20:.1f} MiB of pixels) -> {out}")
 
 
-@app.command()
+ARCHITECTURES_HELP = "\n\n".join(f"{name}: {source}." for name, source in SOURCES.items())
+
+
+@app.command(help=f"""Train the configured model on random crops of the image store; keep the best-validation-PSNR
+checkpoint.
+
+Saves last.pt every `train.save_every` steps and at every epoch's end, and resumes from it when
+an unfinished run with the same params and data is there. Under
+`torchrun --nproc_per_node=N -m srpipe train` it trains with DistributedDataParallel.
+
+model.name picks the architecture (model.preset its size, model.kwargs spandrel's constructor
+arguments). Example: srpipe train --set model.name=span
+
+{ARCHITECTURES_HELP}
+""")
 @stage
 def train(
     params: ParamsPath = Path("params.yaml"),
@@ -178,13 +192,6 @@ def train(
     history: Annotated[Path, typer.Option(help="per-epoch CSV for dvc plots.")] = Path("metrics/train_log.csv"),
     metrics: Annotated[Path, typer.Option(help="training summary JSON.")] = Path("metrics/train.json"),
 ) -> None:
-    """Train the configured model on random crops of the image store; keep the best-validation-PSNR
-    checkpoint.
-
-    Saves last.pt every `train.save_every` steps and at every epoch's end, and resumes from it when
-    an unfinished run with the same params and data is there. Under
-    `torchrun --nproc_per_node=N -m srpipe train` it trains with DistributedDataParallel.
-    """
     from .training import train as run_train
 
     p = read(params, set_)
@@ -240,7 +247,7 @@ def evaluate(
     if p.eval.self_ensemble and baseline is None:
         from .upscalers import load_upscaler
 
-        ensemble = load_upscaler(model, onnx, ensemble=True)[0]
+        ensemble = load_upscaler(model, onnx, ensemble=True).upscaler
     if hr_dir is not None:
         score_folder(p, upscaler, model_scale, label, hr_dir, out, save_dir, ensemble)
     else:
@@ -252,7 +259,9 @@ def evaluated(p: Params, checkpoint: Path | None, onnx: Path | None, baseline: B
     """(upscaler, scale, label) of what evaluate scores; a model's own scale wins over params."""
     from .upscalers import load_upscaler
 
-    upscaler, model_scale, label = load_upscaler(checkpoint, onnx, baseline and baseline.value, scale or p.scale)
+    loaded = load_upscaler(checkpoint, onnx, baseline and baseline.value, scale or p.scale)
+    upscaler, model_scale, label = loaded.upscaler, loaded.scale, loaded.label
+    typer.echo(f"scoring {loaded.description}", err=True)
     if scale is not None and scale != model_scale:
         raise SrpipeError(f"--scale {scale} does not match the model's scale {model_scale}")
     if scale is None and explicit_scale and p.scale != model_scale:
@@ -323,12 +332,13 @@ def score_pipeline(p: Params, upscaler, scale: int, label: str, prepared: Path, 
 def export_onnx(
     params: ParamsPath = Path("params.yaml"),
     set_: Overrides = None,
-    checkpoint: Annotated[Path, typer.Option(help="trained checkpoint.")] = BEST,
+    checkpoint: Annotated[Path, typer.Option(help="trained checkpoint, or any model file spandrel opens.")] = BEST,
     valid: Annotated[Path, typer.Option(help="prepared validation images (parity, calibration, scores).")] = PREPARED / "valid",
-    out: Annotated[Path, typer.Option(help="folder for model.onnx and model.<precision>.onnx.")] = EXPORT_DIR,
+    out: Annotated[Path, typer.Option(help="folder for model.onnx, model.<precision>.onnx and model.safetensors.")] = EXPORT_DIR,
     metrics: Annotated[Path, typer.Option(help="export metrics JSON.")] = Path("metrics/export.json"),
 ) -> None:
-    """Export to ONNX in every export.precision, checked against PyTorch and scored.
+    """Export to ONNX in every export.precision, checked against PyTorch and scored, and the weights
+    as model.safetensors where spandrel (chaiNNer, ComfyUI) runs the architecture.
 
     Dynamic batch, height and width; fp32 is compared with PyTorch, int8 is calibrated on
     validation patches, and each file is scored by the evaluation protocol.
@@ -336,18 +346,18 @@ def export_onnx(
     from .data import load_pairs
     from .export import export_precisions
     from .metrics import LPIPS
-    from .models import load_model
+    from .modelfile import open_model_file
 
     p = read(params, set_)
     for path in (out, metrics):
         check_writable(path)
-    model, _ = load_model(checkpoint)
-    scale = model.scale
-    e = p.export
+    opened = open_model_file(checkpoint)
+    typer.echo(f"exporting {opened.description}", err=True)
+    scale, e = opened.scale, p.export
     result = export_precisions(
-        model, out, e.precision, e.opset, load_pairs(valid, scale), e.check_images, e.calibration_patches,
-        e.calibration_size, p.eval.crop(scale), p.eval.y_channel,
-        LPIPS(p.eval.lpips_backbone) if p.eval.lpips else None, e.int8_reduce_range,
+        opened.model, scale, out, e.precision, e.opset, load_pairs(valid, scale), e.check_images,
+        e.calibration_patches, e.calibration_size, p.eval.crop(scale), p.eval.y_channel,
+        LPIPS(p.eval.lpips_backbone) if p.eval.lpips else None, e.int8_reduce_range, opened.arch,
     )
     write_json(metrics, result)
     typer.echo(f"max |onnxruntime - torch| = {result['max_abs_diff']:.2e} (fp32)")
@@ -355,6 +365,9 @@ def export_onnx(
         r = result[precision]
         delta = f"  ({r['delta_psnr']:+.3f} dB vs fp32)" if "delta_psnr" in r else ""
         typer.echo(f"{precision:5s} {r['size_mb']:8.3f} MB  PSNR {r['psnr']:.3f} dB{delta}")
+    weights = result["safetensors"]
+    typer.echo(f"weights for spandrel: {out / weights['file']} (checked: max |spandrel - srpipe| "
+               f"{weights['max_abs_diff_spandrel']:.1e})" if "file" in weights else f"no .safetensors: {weights['skipped']}")
 
 
 @app.command()
@@ -377,17 +390,19 @@ def benchmark(
     from .benchmark import headline, latency_table, report_lines, results_table, run_benchmark
     from .export import PRECISIONS, onnx_path
     from .io import atomic_path
-    from .models import load_model, macs_per_output_pixel
+    from .modelfile import open_model_file
+    from .models import macs_per_output_pixel
 
     p = read(params, set_)
     for path in (metrics, table, results):
         check_writable(path)
-    model, _ = load_model(checkpoint)
+    opened = open_model_file(checkpoint)
+    typer.echo(f"benchmarking {opened.description}", err=True)
     onnx_files = {q: onnx_path(exported, q) for q in PRECISIONS if onnx_path(exported, q).is_file()}
     if "fp32" not in onnx_files:
         raise SrpipeError(f"ONNX file not found: {onnx_path(exported, 'fp32')} (run export-onnx first)")
     b = p.benchmark
-    measured = run_benchmark(checkpoint, onnx_files, model.scale, macs_per_output_pixel(model),
+    measured = run_benchmark(checkpoint, onnx_files, opened.scale, macs_per_output_pixel(opened.model),
                              b.sizes, b.threads, b.warmup, b.repeats)
     write_json(metrics, headline(measured))
     for path, frame in ((table, latency_table(measured)), (results, results_table(measured))):
@@ -401,7 +416,7 @@ def benchmark(
 @stage
 def upscale(
     inputs: Annotated[list[Path], typer.Argument(help="image files and/or folders of images.", show_default=False)],
-    model: Annotated[Path, typer.Option(help="a model: .onnx (ONNX Runtime) or .pt (srpipe checkpoint).")],
+    model: Annotated[Path, typer.Option(help="a model: .onnx (ONNX Runtime), an srpipe checkpoint (.pt), or a .pth / .safetensors file spandrel opens (chaiNNer's and ComfyUI's upscalers).")],
     out: Annotated[Path, typer.Option(help="folder for the upscaled images (NAME_xS.EXT).")],
     tile: Annotated[int, typer.Option(min=0, help="LR tile size in pixels; 0: whole images at once.")] = 256,
     overlap: Annotated[int, typer.Option(min=0, help="LR pixels of context around each tile.")] = 16,
@@ -421,10 +436,13 @@ def upscale(
 
     if fmt is not None and fmt.lower() not in FORMATS:
         raise typer.BadParameter(f"{fmt!r}; choose from {', '.join(FORMATS)}", param_hint="--format")
-    if model.suffix.lower() not in (".onnx", ".pt", ".pth"):
-        raise typer.BadParameter(f"{model}: expected a .onnx or .pt file", param_hint="--model")
+    from .modelfile import TORCH_SUFFIXES
+
+    if model.suffix.lower() not in (".onnx", *TORCH_SUFFIXES):
+        raise typer.BadParameter(f"{model}: expected a .onnx, .pt, .pth, .ckpt or .safetensors file", param_hint="--model")
     check_writable(out, folder=True)
     loaded = open_model(model, ensemble)
+    typer.echo(f"upscaling with {loaded.description}", err=True)
     if scale is not None and scale != loaded.scale:
         raise SrpipeError(f"--scale {scale} does not match the model's scale {loaded.scale}")
     written, failed = upscale_files(list(inputs), loaded, out, tile, overlap, fmt)
@@ -436,6 +454,8 @@ def upscale(
 
 
 class Framework(str, Enum):
+    auto = "auto"
+    spandrel = "spandrel"
     basicsr = "basicsr"
 
 
@@ -452,31 +472,85 @@ class ParamKey(str, Enum):
 @app.command("import-weights")
 @stage
 def import_weights(
-    file: Annotated[Path, typer.Argument(help="BasicSR checkpoint (.pth) holding 'params' and/or 'params_ema'.", show_default=False)],
-    framework: Annotated[Framework, typer.Option("--from", help="where the weights come from.")],
-    arch: Annotated[Arch, typer.Option(help="the checkpoint's architecture.")],
+    file: Annotated[Path, typer.Argument(help="a model file: any .pth, .pt, .ckpt or .safetensors spandrel recognises, or a BasicSR EDSR/RCAN checkpoint.", show_default=False)],
     out: Annotated[Path, typer.Option(help="srpipe checkpoint to write.")],
-    scale: Annotated[Optional[int], typer.Option(help="expected scale; checked against the upsampler (default: the upsampler's).")] = None,
-    param_key: Annotated[Optional[ParamKey], typer.Option(help="which weights to take (default: params_ema when present, else params).")] = None,
-    res_scale: Annotated[float, typer.Option(help="residual scaling, not stored in the weights (BasicSR's EDSR-L options use 0.1).")] = 1.0,
-    rgb_mean: Annotated[Optional[tuple[float, float, float]], typer.Option(help="the model's input mean R G B (default: BasicSR's, DIV2K's mean).")] = None,
-    img_range: Annotated[Optional[float], typer.Option(help="the model's pixel range (default: BasicSR's, 255).")] = None,
+    framework: Annotated[Framework, typer.Option("--from", help="spandrel, basicsr, or auto: basicsr for BasicSR's EDSR/RCAN files (or with --arch), spandrel otherwise.")] = Framework.auto,
+    arch: Annotated[Optional[Arch], typer.Option(help="basicsr: the checkpoint's architecture (default: read from its tensors).")] = None,
+    scale: Annotated[Optional[int], typer.Option(help="expected scale; checked against the model (default: the model's).")] = None,
+    param_key: Annotated[Optional[ParamKey], typer.Option(help="basicsr: which weights to take (default: params_ema when present, else params).")] = None,
+    res_scale: Annotated[float, typer.Option(help="basicsr: residual scaling, not stored in the weights (BasicSR's EDSR-L options use 0.1).")] = 1.0,
+    rgb_mean: Annotated[Optional[tuple[float, float, float]], typer.Option(help="basicsr: the model's input mean R G B (default: BasicSR's, DIV2K's mean).")] = None,
+    img_range: Annotated[Optional[float], typer.Option(help="basicsr: the model's pixel range (default: BasicSR's, 255).")] = None,
 ) -> None:
-    """Turn a BasicSR EDSR or RCAN checkpoint into an srpipe checkpoint.
+    """Turn a published model file into an srpipe checkpoint, without running anything in it.
 
-    The result (global_skip none, BasicSR's mean shift as rgb_mean/img_range) computes what
-    BasicSR's network does; evaluate, export-onnx, benchmark, upscale and train.init_from take it.
+    Any file spandrel recognises (the upscalers chaiNNer and ComfyUI run: ESRGAN, Compact, SPAN,
+    SwinIR, HAT, DAT, ... ) keeps its architecture and tensor names; a BasicSR EDSR or RCAN becomes
+    srpipe's EDSR/RCAN (global_skip none, BasicSR's mean shift as rgb_mean/img_range) and computes
+    what BasicSR's network does. evaluate, export-onnx, benchmark, upscale and train.init_from take
+    the result. Example: srpipe import-weights 4x-UltraSharp.pth --out ultrasharp.pt
     """
-    from .models.convert import import_basicsr
+    from .models.convert import import_basicsr, import_spandrel, looks_like_basicsr
+    from .modelfile import read_weights
 
+    kind, found = framework.value, arch and arch.value
+    if found is None and kind != "spandrel":
+        found = looks_like_basicsr(read_weights(file))  # EDSR or RCAN as BasicSR writes them, or None
+    if kind == "auto":
+        kind = "basicsr" if found else "spandrel"
+    if kind == "spandrel":
+        info = import_spandrel(file, out, scale)
+        typer.echo(f"{file} -> {out}: {info['architecture']} x{info['arch']['kwargs']['scale']} "
+                   f"({', '.join(info['tags'])}), {info['parameters']:,} parameters, found by spandrel")
+        if info["arch"]["name"] != "spandrel":
+            typer.echo(f"fine-tune it with: {fine_tune_overrides(info['arch'], out)}")
+        return
     shift = {k: v for k, v in (("rgb_mean", rgb_mean), ("img_range", img_range)) if v is not None}
-    info = import_basicsr(file, out, arch.value, param_key and param_key.value, scale=scale, res_scale=res_scale, **shift)
+    chosen = found or "edsr"
+    info = import_basicsr(file, out, chosen, param_key and param_key.value, scale=scale, res_scale=res_scale, **shift)
     kw = info["arch"]["kwargs"]
     sizes = ", ".join(f"{k} {kw[k]}" for k in ("n_resgroups", "n_resblocks", "n_feats", "reduction") if k in kw)
-    typer.echo(f"{file} ['{info['param_key']}'] -> {out}: {arch.value} x{kw['scale']}, {sizes}, "
+    typer.echo(f"{file} ['{info['param_key']}'] -> {out}: {chosen} x{kw['scale']}, {sizes}, "
                f"{info['parameters']:,} parameters")
-    if arch == Arch.edsr and kw["n_feats"] >= 256 and res_scale == 1.0:
+    if chosen == "edsr" and kw["n_feats"] >= 256 and res_scale == 1.0:
         typer.echo("note: BasicSR trains EDSR-L (256 features) with res_scale 0.1; if so, import with --res-scale 0.1")
+
+
+def fine_tune_overrides(arch: dict, checkpoint: Path) -> str:
+    """The `dvc exp run` overrides that train an imported model further: its architecture and the
+    constructor arguments that differ from that architecture's default preset."""
+    import yaml
+
+    from .config import PRESETS
+    from .models.zoo import kwargs_over_default
+
+    name = arch["name"]
+    extra = kwargs_over_default(name, arch["kwargs"]["ctor"], next(iter(PRESETS[name].values())))
+    kwargs = f" -S 'model.kwargs={yaml.safe_dump(extra, default_flow_style=True, width=1000).strip()}'" if extra else ""
+    return f"-S scale={arch['kwargs']['scale']} -S model.name={name}{kwargs} -S train.init_from={checkpoint}"
+
+
+@app.command("export-weights")
+@stage
+def export_weights(
+    checkpoint: Annotated[Path, typer.Argument(help="an srpipe checkpoint (e.g. stages/train/best.pt) or any model file spandrel opens.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="weights file to write: .safetensors (or .pth).")],
+) -> None:
+    """Write a model's weights as the bare state dict that spandrel, and so chaiNNer, ComfyUI,
+    AUTOMATIC1111 and InvokeAI, load and run as srpipe does (checked by running spandrel on the file).
+
+    spandrel's architectures keep their tensor names; srpipe's RCAN is converted to its authors'
+    layout. spandrel has no EDSR or RLFN: their portable form is the ONNX file (export-onnx).
+    Example: srpipe export-weights stages/train/best.pt --out my-span-x2.safetensors
+    """
+    from .modelfile import open_model_file
+    from .models.portable import write_portable
+
+    opened = open_model_file(checkpoint)
+    check_writable(out)
+    result = write_portable(opened.model, opened.arch, out)
+    typer.echo(f"{opened.description} -> {out}: {result['tensors']} tensors; spandrel opens it and computes the "
+               f"same (max difference {result['max_abs_diff_spandrel']:.1e})")
 
 
 data_app = typer.Typer(help="Datasets: list them, fetch the standard ones.", no_args_is_help=True)

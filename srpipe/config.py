@@ -128,7 +128,13 @@ class DegradationParams(_PassParams):
         return v
 
 
-# Named model sizes from the papers; `preset: custom` uses the sizes given in the section.
+# srpipe's own architectures (srpipe/models/edsr.py, rcan.py, rlfn.py) and spandrel's, which
+# srpipe trains through srpipe/models/zoo.py (https://github.com/chaiNNer-org/spandrel).
+OWN_ARCHS = ("edsr", "rcan", "rlfn")
+ZOO_ARCHS = ("span", "compact", "esrgan", "safmn", "realplksr", "omnisr", "swinir")
+
+# Named model sizes. srpipe's own: `preset: custom` (or null) uses the sizes given in the section.
+# spandrel's: the keyword arguments of spandrel's class (its names), the first preset is the default.
 PRESETS: dict[str, dict[str, dict]] = {
     "edsr": {
         "baseline": {"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0},
@@ -139,19 +145,61 @@ PRESETS: dict[str, dict[str, dict]] = {
         "default": {"n_resblocks": 6, "n_feats": 52, "esa_channels": 16},
         "small": {"n_resblocks": 6, "n_feats": 48, "esa_channels": 16},
     },
+    "span": {"default": {"feature_channels": 48}},
+    "compact": {
+        "default": {"num_feat": 64, "num_conv": 16},
+        "general": {"num_feat": 64, "num_conv": 32},
+        "ultra": {"num_feat": 64, "num_conv": 8},
+    },
+    "esrgan": {"default": {"num_filters": 64, "num_blocks": 23}},
+    "safmn": {"default": {"dim": 36, "n_blocks": 8, "ffn_scale": 2.0}},
+    "realplksr": {"default": {"dim": 64, "n_blocks": 28, "kernel_size": 17, "split_ratio": 0.25, "use_ea": True}},
+    "omnisr": {"default": {"num_feat": 64, "res_num": 5, "block_num": 1, "window_size": 8, "pe": True}},
+    "swinir": {
+        "light": {"img_size": 64, "window_size": 8, "embed_dim": 60, "depths": [6, 6, 6, 6],
+                  "num_heads": [6, 6, 6, 6], "mlp_ratio": 2.0, "upsampler": "pixelshuffledirect"},
+        "classical": {"img_size": 64, "window_size": 8, "embed_dim": 180, "depths": [6, 6, 6, 6, 6, 6],
+                      "num_heads": [6, 6, 6, 6, 6, 6], "mlp_ratio": 2.0, "upsampler": "pixelshuffle"},
+    },
 }
 
-# The sizes of the model section that an architecture does not take.
+# Where each architecture and its presets come from (README, `srpipe train --help`).
+SOURCES: dict[str, str] = {
+    "edsr": "EDSR (Lim et al., 2017): baseline 16x64, full 32x256; srpipe's own",
+    "rcan": "RCAN (Zhang et al., 2018): 10 groups of 20 blocks, 64 features; srpipe's own",
+    "rlfn": "RLFN (Kong et al., 2022), NTIRE 2022 efficient-SR winner: 6 blocks, 52 or 48 features; srpipe's own",
+    "span": "SPAN (Wan et al., 2024), NTIRE 2024 efficient-SR winner: 48 channels, as in its paper and traiNNer-redux",
+    "compact": "Real-ESRGAN's SRVGGNetCompact (Wang et al., 2021): 64 features and 16 convs (realesr-animevideov3), "
+               "general: 32 (realesr-general-x4v3), ultra: 8 (traiNNer-redux's UltraCompact)",
+    "esrgan": "ESRGAN's RRDBNet (Wang et al., 2018): 64 features, 23 RRDBs, as in its paper and Real-ESRGAN",
+    "safmn": "SAFMN (Sun et al., 2023): 36 channels, 8 blocks, FFN x2, as in its paper",
+    "realplksr": "RealPLKSR (PLKSR, Lee et al., 2024; the 'Real' variant of neosr / traiNNer-redux): 64 channels, "
+                 "28 blocks, 17x17 partial kernel on a quarter of the channels",
+    "omnisr": "Omni-SR (Wang et al., 2023): 64 features, 5 OSAGs, window 8, as in its paper",
+    "swinir": "SwinIR (Liang et al., 2021): light (60 dim, 4x6 blocks, pixelshuffledirect) and classical (180 dim, "
+              "6x6 blocks), window 8, as in its paper's released models",
+}
+
+# The sizes of the model section that an architecture does not take (spandrel's take none of them).
+OWN_SIZES = ("n_resgroups", "n_resblocks", "n_feats", "res_scale", "attention", "reduction", "esa_channels",
+             "rgb_mean", "img_range")
 NOT_TAKEN: dict[str, set[str]] = {
     "edsr": {"n_resgroups", "esa_channels"},
     "rcan": {"attention", "esa_channels"},
     "rlfn": {"n_resgroups", "attention", "reduction", "res_scale"},
+    **{name: set(OWN_SIZES) for name in ZOO_ARCHS},
 }
 
 
 class ModelParams(_Section):
-    name: Literal["edsr", "rcan", "rlfn"] = "edsr"
-    preset: str = Field("custom", description="custom, or a named size: edsr baseline|full, rcan default, rlfn default|small")
+    name: Literal[OWN_ARCHS + ZOO_ARCHS] = Field("edsr", description=(
+        "edsr | rcan | rlfn (srpipe's own) or span | compact | esrgan | safmn | realplksr | omnisr | swinir (spandrel's)"))
+    preset: Optional[str] = Field(None, description=(
+        "null: the architecture's default (srpipe's own: the sizes below; spandrel's: its first preset); "
+        "custom: the sizes below; or a named size: edsr baseline|full, rcan default, rlfn default|small, "
+        "compact default|general|ultra, swinir light|classical, the others default"))
+    kwargs: dict[str, Any] = Field(default_factory=dict, description=(
+        "spandrel's architectures: keyword arguments of its class, over the preset (e.g. {num_conv: 8} for compact)"))
     n_resgroups: int = Field(10, ge=1, le=64, description="rcan: residual groups")
     n_resblocks: int = Field(8, ge=1, le=256, description="edsr: residual blocks; rcan: blocks per group; rlfn: RLFBs")
     n_feats: int = Field(32, ge=4, le=1024)
@@ -159,24 +207,47 @@ class ModelParams(_Section):
     attention: bool = Field(False, description="edsr: RCAN channel attention in every block (rcan always has it)")
     reduction: int = Field(16, ge=1)
     esa_channels: int = Field(16, ge=1, le=1024, description="rlfn: channels of the spatial attention (ESA)")
-    global_skip: Literal["bicubic", "none"] = "bicubic"
+    global_skip: Optional[Literal["bicubic", "none"]] = Field(None, description=(
+        "add the bicubic-upscaled input to the output; null: the architecture's own (srpipe's: bicubic, "
+        "spandrel's: none, as spandrel runs them)"))
     rgb_mean: Optional[tuple[float, float, float]] = Field(
         None, description="input mean shift (BasicSR/EDSR MeanShift); null: none"
     )
     img_range: float = Field(1.0, gt=0, description="the network sees (x - rgb_mean) * img_range; BasicSR: 255")
 
+    @property
+    def from_spandrel(self) -> bool:
+        return self.name in ZOO_ARCHS
+
     @model_validator(mode="after")
     def _known_preset(self) -> "ModelParams":
-        allowed = ["custom", *PRESETS.get(self.name, {})]
-        if self.preset not in allowed:
-            raise ValueError(f"model.preset {self.preset!r} is not one for {self.name}; allowed: {', '.join(allowed)}")
+        named = list(PRESETS.get(self.name, {}))
+        allowed = named if self.from_spandrel else ["custom", *named]
+        if self.preset is not None and self.preset not in allowed:
+            hint = "; give other sizes in model.kwargs" if self.preset == "custom" else ""
+            raise ValueError(f"model.preset {self.preset!r} is not one for {self.name}; allowed: "
+                             f"{', '.join(allowed)} (or null){hint}")
+        if self.kwargs and not self.from_spandrel:
+            raise ValueError(f"model.kwargs is for spandrel's architectures; {self.name} takes the sizes of the "
+                             "model section (n_resblocks, n_feats, ...)")
         return self
 
     def sizes(self) -> dict:
-        """The architecture's keyword arguments, with the preset (if any) applied."""
-        sizes = self.model_dump(exclude={"name", "preset"})
-        sizes.update(PRESETS.get(self.name, {}).get(self.preset, {}))
+        """The architecture's keyword arguments, with the preset (if any) applied. For spandrel's:
+        ``global_skip`` and ``ctor``, its class's keyword arguments (preset, then ``kwargs``; the
+        scale is added by the model builder)."""
+        if self.from_spandrel:
+            preset = PRESETS[self.name][self.preset or next(iter(PRESETS[self.name]))]
+            return {"global_skip": self.global_skip or "none", "ctor": {**preset, **self.kwargs}}
+        sizes = self.model_dump(exclude={"name", "preset", "kwargs"})
+        sizes.update(PRESETS.get(self.name, {}).get(self.preset or "custom", {}))
+        sizes["global_skip"] = self.global_skip or "bicubic"
         return {k: v for k, v in sizes.items() if k not in NOT_TAKEN[self.name]}
+
+    def unused(self) -> list[str]:
+        """The keys set away from their defaults that this architecture does not take (a warning's worth)."""
+        defaults = type(self)()
+        return [f"model.{k}" for k in sorted(NOT_TAKEN[self.name]) if getattr(self, k) != getattr(defaults, k)]
 
 
 class TrainParams(_Section):

@@ -180,6 +180,7 @@ class LoadedModel:
     scale: int
     label: str
     measure: Callable[[], Footprint]  # the footprint, measured only when first asked (upscale's tiling)
+    description: str = ""  # what was opened (srpipe.modelfile.OpenedModel.description)
 
     @functools.cached_property
     def footprint(self) -> Footprint:
@@ -265,19 +266,20 @@ def onnx_footprint(path: str | Path, scale: int) -> Footprint:
 
 
 def open_model(path: str | Path, ensemble: bool = False, kind: str | None = None, arena: bool = False) -> LoadedModel:
-    """An ONNX file (any input and output names; the scale from srpipe's metadata or a small run)
-    or an srpipe checkpoint, ready to upscale (self-ensembled with ``ensemble``), with its scale
-    and footprint. ``kind`` ("onnx" or "model") says which; by default the suffix does (``.onnx``).
-    ``arena``: ONNX Runtime's memory arena (:func:`ort_session`; off for images of varying sizes)."""
-    if (kind or ("onnx" if Path(path).suffix.lower() == ".onnx" else "model")) == "onnx":
-        session = ort_session(path, arena=arena)
-        scale = onnx_scale(session, path)
-        return LoadedModel(onnx_upscaler(session, scale, path, ensemble), scale, "onnx",
-                           lambda: onnx_footprint(path, scale))
-    from .models import load_model
+    """A model file opened by :func:`srpipe.modelfile.open_model_file` (an ONNX file with any input
+    and output names, an srpipe checkpoint or a file spandrel opens), ready to upscale
+    (self-ensembled with ``ensemble``), with its scale and footprint. ``kind`` "model" refuses ONNX
+    (evaluate --checkpoint). ``arena``: ONNX Runtime's memory arena (:func:`ort_session`; off for
+    images of varying sizes)."""
+    from .modelfile import open_model_file
 
-    model, _ = load_model(path)
-    return LoadedModel(torch_upscaler(model, ensemble), model.scale, "model", lambda: torch_footprint(model))
+    opened = open_model_file(path, onnx=kind != "model", arena=arena)
+    if opened.kind == "onnx":
+        return LoadedModel(onnx_upscaler(opened.session, opened.scale, path, ensemble), opened.scale, "onnx",
+                           lambda: onnx_footprint(path, opened.scale), opened.description)
+    model = opened.model
+    return LoadedModel(torch_upscaler(model, ensemble), opened.scale, "model", lambda: torch_footprint(model),
+                       opened.description)
 
 
 def bicubic_upscaler(scale: int) -> Upscaler:
@@ -290,19 +292,19 @@ def load_upscaler(
     baseline: str | None = None,
     scale: int | None = None,
     ensemble: bool = False,
-) -> tuple[Upscaler, int, str]:
-    """(upscaler, its scale, a label) for exactly one of a checkpoint, an ONNX file or a baseline;
-    a model self-ensembled with ``ensemble``.
+) -> LoadedModel:
+    """Exactly one of a checkpoint (PyTorch weights: srpipe's or a file spandrel opens), an ONNX
+    file or a baseline, as an upscaler with its scale, label and description; a model
+    self-ensembled with ``ensemble``.
 
     A checkpoint knows its scale; an ONNX file records it (srpipe's metadata) or shows it on a
     small run; ``scale`` is the baseline's.
     """
     if checkpoint is not None or onnx is not None:
         kind = "model" if checkpoint is not None else "onnx"
-        loaded = open_model(checkpoint if checkpoint is not None else onnx, ensemble, kind=kind, arena=True)
-        return loaded.upscaler, loaded.scale, loaded.label
+        return open_model(checkpoint if checkpoint is not None else onnx, ensemble, kind=kind, arena=True)
     if baseline == "bicubic":
         if scale is None:
             raise SrpipeError("the bicubic baseline needs a scale")
-        return bicubic_upscaler(scale), scale, "bicubic"
+        return LoadedModel(bicubic_upscaler(scale), scale, "bicubic", lambda: Footprint(2, 3.0), f"bicubic x{scale}")
     raise SrpipeError(f"unknown baseline {baseline!r}; available: bicubic")

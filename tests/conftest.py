@@ -33,3 +33,11 @@ def int8_weights(path) -> np.ndarray:
     """Every int8 tensor of a QDQ ONNX model: its quantized conv weights (activations are uint8, biases int32)."""
     tensors = onnx.load(str(path)).graph.initializer
     return np.concatenate([onnx.numpy_helper.to_array(t).ravel() for t in tensors if t.data_type == onnx.TensorProto.INT8])
+
+
+def load_model(path):
+    """(model, checkpoint content) of a model file, through the one door every command uses."""
+    from srpipe.modelfile import open_model_file
+
+    opened = open_model_file(path)
+    return opened.model, opened.checkpoint

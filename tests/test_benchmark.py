@@ -26,7 +26,7 @@ def tiny_model(tmp_path_factory):
     arch = {"name": "edsr", "kwargs": {"scale": 2, "n_resblocks": 1, "n_feats": 8}}
     model = build_model(arch["name"], **arch["kwargs"]).eval()
     save_checkpoint(out / "model.pt", model, arch)
-    export_onnx(model, onnx_path(out, "fp32"), opset=17)
+    export_onnx(model, onnx_path(out, "fp32"), opset=17, scale=model.scale)
     images = [np.random.default_rng(i).integers(0, 256, (24, 24, 3), dtype=np.uint8) for i in range(2)]
     quantize_int8(onnx_path(out, "fp32"), onnx_path(out, "int8"), calibration_patches(images, 4, 16))
     return model, out

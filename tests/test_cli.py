@@ -50,7 +50,7 @@ def test_overrides_are_parsed_as_yaml():
 @pytest.mark.parametrize(
     "override,expected",
     [
-        ("model.colour=1", "unknown key 'model.colour'; allowed keys here: name, preset, n_resgroups, n_resblocks"),
+        ("model.colour=1", "unknown key 'model.colour'; allowed keys here: name, preset, kwargs, n_resgroups, n_resblocks"),
         ("optimiser.lr=1", "unknown key 'optimiser'"),
         ("scale=5", "scale: Input should be 2, 3, 4 or 8"),
         ("train.epochs=many", "train.epochs: Input should be a valid integer"),

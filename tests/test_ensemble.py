@@ -41,7 +41,7 @@ def photo():
 
 
 def test_the_ensemble_is_exactly_equivariant(net, photo, tmp_path):
-    export_onnx(net, tmp_path / "m.onnx", 17)
+    export_onnx(net, tmp_path / "m.onnx", 17, net.scale)
     for up in (torch_upscaler(net, ensemble=True), onnx_upscaler(ort_session(tmp_path / "m.onnx"), ensemble=True)):
         base = up(photo)
         for flip, turns in TRANSFORMS:

@@ -44,7 +44,7 @@ def test_bicubic_baseline_on_set5_matches_published(defaults, tmp_path, shared_d
 def test_checkpoint_and_its_onnx_export_score_the_same(defaults, tmp_path, shared_data, backbone):
     model = build_model("edsr", scale=2, n_resblocks=1, n_feats=8)
     save_checkpoint(tmp_path / "m.pt", model, {"name": "edsr", "kwargs": {"scale": 2, "n_resblocks": 1, "n_feats": 8}})
-    export_onnx(model, tmp_path / "m.onnx", opset=17)
+    export_onnx(model, tmp_path / "m.onnx", opset=17, scale=model.scale)
     lp = f"eval.lpips_backbone={backbone}"
     hr = str(shared_data / "Set5")
     assert run("evaluate", "--hr-dir", hr, "--checkpoint", "m.pt", "--out", "pt.json", "--set", lp,

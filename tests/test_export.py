@@ -48,7 +48,7 @@ def quickly_trained(pairs, steps=150, model=None):
 def exported(tmp_path_factory, pairs):
     model = quickly_trained(pairs)
     out = tmp_path_factory.mktemp("export")
-    result = export_precisions(model, out, ["fp32", "int8", "fp16"], 17, pairs, check_images=2, calibration=16,
+    result = export_precisions(model, model.scale, out, ["fp32", "int8", "fp16"], 17, pairs, check_images=2, calibration=16,
                                calibration_size=32, crop_border=2)
     return model, out, result
 
@@ -130,7 +130,7 @@ def test_rlfn_exports_with_dynamic_size_and_int8(pairs, tmp_path):
     """RLFN's spatial attention (strided conv, max pool, bilinear resize to the input's size) exports
     with dynamic height and width: ONNX Runtime matches PyTorch at a size other than the traced one."""
     model = quickly_trained(pairs, steps=60, model=build_model("rlfn", scale=2, n_resblocks=2, n_feats=16, esa_channels=8))
-    result = export_precisions(model, tmp_path, ["fp32", "int8"], 17, pairs, check_images=2, calibration=16,
+    result = export_precisions(model, model.scale, tmp_path, ["fp32", "int8"], 17, pairs, check_images=2, calibration=16,
                                calibration_size=32, crop_border=2)
     assert result["max_abs_diff"] < 1e-4
     x = torch.rand(2, 3, 17, 29)

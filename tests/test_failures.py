@@ -109,9 +109,9 @@ def test_a_checkpoint_that_is_not_a_torch_file(project, tmp_path, shared_data):
 
 def test_an_onnx_file_given_as_checkpoint_points_to_the_right_option(project, tmp_path, checkpoint, shared_data):
     from srpipe.export import export_onnx
-    from srpipe.models import load_model
+    from srpipe.modelfile import open_model_file
 
-    export_onnx(load_model(checkpoint)[0], tmp_path / "m.onnx", 17)
+    export_onnx(open_model_file(checkpoint).model, tmp_path / "m.onnx", 17, 2)
     code, out = run("evaluate", "--hr-dir", str(shared_data / "Set5"), "--checkpoint", "m.onnx", "--out", "x.json")
     assert code == 1 and "cannot load checkpoint m.onnx" in out and "use --onnx" in out
     assert len(out.strip().splitlines()) == 1

@@ -16,7 +16,7 @@ from srpipe.data import make_pairs
 from srpipe.evaluate import evaluate, summarize
 from srpipe.export import export_precisions
 from srpipe.io import read_image, write_image
-from srpipe.models import load_model
+from .conftest import load_model
 from srpipe.training import model_arch
 from srpipe.upscalers import to_tensor, to_uint8, torch_upscaler
 
@@ -158,7 +158,7 @@ def test_imported_model_scores_like_basicsrs_on_set5(trained, tmp_path, monkeypa
 def test_imported_model_exports_quantizes_and_upscales(trained, pairs, tmp_path):  # noqa: F811
     net, folder = trained
     model, _ = load_model(folder / "imported.pt")
-    result = export_precisions(model, tmp_path, ["fp32", "int8"], 17, pairs, check_images=2, calibration=16,
+    result = export_precisions(model, model.scale, tmp_path, ["fp32", "int8"], 17, pairs, check_images=2, calibration=16,
                                calibration_size=32, crop_border=2)
     assert result["max_abs_diff"] < 1e-4
     # int8 loses under 0.1 dB. It may also gain by chance: the 150-step model's weights depend on

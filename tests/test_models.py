@@ -3,9 +3,11 @@ import torch
 import torch.nn.functional as F
 
 from srpipe.config import ModelParams
-from srpipe.models import build_model, count_parameters, load_model, macs_per_output_pixel, save_checkpoint
+from srpipe.models import build_model, count_parameters, macs_per_output_pixel, save_checkpoint
 from srpipe.models.common import ESA, RLFB, CALayer, ResBlock, zero_init_residual
 from srpipe.training import model_arch
+
+from .conftest import load_model
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])

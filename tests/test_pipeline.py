@@ -177,17 +177,17 @@ def test_dvc_repro_resumes_training_after_a_kill(repo):
     last, deadline = repo / "stages/train/last.pt", time.time() + 300
     while time.time() < deadline:
         try:
-            if torch.load(last, weights_only=False)["progress"]["step"] >= 20:
+            if torch.load(last, weights_only=True)["progress"]["step"] >= 20:
                 break
         except (FileNotFoundError, EOFError, RuntimeError):
             pass
         time.sleep(0.05)
     os.killpg(killed.pid, signal.SIGKILL)  # dvc and the srpipe it runs
     killed.wait(timeout=60)
-    step = torch.load(last, weights_only=False)["progress"]["step"]
+    step = torch.load(last, weights_only=True)["progress"]["step"]
     assert 20 <= step < 400
 
     again = sh(repo, "dvc", "repro", "train")
     assert f"resuming from stages/train/last.pt at step {step} of 400" in again
     assert re.search(r"best validation PSNR [\d.]+ dB at epoch \d", again)
-    assert torch.load(last, weights_only=False)["progress"]["step"] == 400
+    assert torch.load(last, weights_only=True)["progress"]["step"] == 400

@@ -41,7 +41,7 @@ def run(data, out, degradation=None, **train_kw):
 
 
 def weights(path):
-    return torch.load(path, weights_only=False)["state_dict"]
+    return torch.load(path, weights_only=True)["state_dict"]
 
 
 def cli(cwd, *args, torchrun=False):
@@ -52,22 +52,29 @@ def cli(cwd, *args, torchrun=False):
                             stderr=subprocess.STDOUT, text=True)
 
 
-def project(tmp_path, data, **train_kw):
-    params = {"model": TINY_MODEL, "train": {**TINY_TRAIN, **train_kw}}
+# spandrel's architectures at a tiny size: SPAN (trained in its training form, a re-parameterisable
+# layer that DDP must not find unused) and Compact
+TINY_ZOO = {"span": {"name": "span", "kwargs": {"feature_channels": 8}},
+            "compact": {"name": "compact", "kwargs": {"num_feat": 8, "num_conv": 2}}}
+
+
+def project(tmp_path, data, model=TINY_MODEL, **train_kw):
+    params = {"model": model, "train": {**TINY_TRAIN, **train_kw}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return ["--patches", str(data / "patches"), "--valid", str(data / "prepared" / "valid")]
 
 
 def saved_step(path):
     try:
-        return torch.load(path, weights_only=False)["progress"]["step"]
+        return torch.load(path, weights_only=True)["progress"]["step"]
     except (FileNotFoundError, EOFError, RuntimeError):
         return None
 
 
-def test_sigkill_mid_epoch_resumes_from_the_last_save_to_the_same_weights(tmp_path, data):
+@pytest.mark.parametrize("model", [TINY_MODEL, *TINY_ZOO.values()], ids=["edsr", *TINY_ZOO])
+def test_sigkill_mid_epoch_resumes_from_the_last_save_to_the_same_weights(tmp_path, data, model):
     # 3 epochs of 40 steps; last.pt every 7 steps inside an epoch and at each epoch's end
-    paths = project(tmp_path, data, steps_per_epoch=40, save_every=7)
+    paths = project(tmp_path, data, model, steps_per_epoch=40, save_every=7)
     whole = cli(tmp_path, "train", *paths, "--out", "whole", "--set", "train.save_every=0")
     assert whole.wait(timeout=300) == 0, whole.stdout.read()
 
@@ -95,11 +102,11 @@ def test_sigkill_mid_epoch_resumes_from_the_last_save_to_the_same_weights(tmp_pa
     a, b = weights(tmp_path / "whole" / "last.pt"), weights(last)
     assert all(torch.equal(a[k], b[k]) for k in a)
     def history(path):  # all but the wall-clock minutes, which a kill and restart change
-        rows = torch.load(path, weights_only=False)["progress"]["history"]
+        rows = torch.load(path, weights_only=True)["progress"]["history"]
         return [{k: v for k, v in row.items() if k != "minutes"} for row in rows]
 
     assert history(last) == history(tmp_path / "whole" / "last.pt") and len(history(last)) == 3
-    assert torch.load(last, weights_only=False)["progress"]["history"][-1]["minutes"] > 0
+    assert torch.load(last, weights_only=True)["progress"]["history"][-1]["minutes"] > 0
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     losses = EventAccumulator(str(tmp_path / "resumed" / "tb")).Reload().Scalars("train/loss")
@@ -127,7 +134,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data,
     monkeypatch.setitem(LOSSES, "l1", poisoned)
     with pytest.raises(SrpipeError, match=r"non-finite loss \(nan\) at step 8 \(epoch 2\)"):
         run(data, tmp_path, save_every=0)
-    assert torch.load(tmp_path / "last.pt", weights_only=False)["progress"]["step"] == 6
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["progress"]["step"] == 6
     assert all(torch.isfinite(v).all() for v in weights(tmp_path / "best.pt").values())
 
 
@@ -192,7 +199,7 @@ def test_chroma_weight_trains_on_luma_and_colour_apart(tmp_path, data, monkeypat
 
 def test_ema_weights_are_what_best_pt_holds(tmp_path, data):
     summary = run(data, tmp_path, epochs=2, ema=0.9)
-    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
     best = weights(tmp_path / "best.pt")
     ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
     assert summary["best_epoch"] == 2
@@ -235,23 +242,24 @@ def test_summary_tensorboard_and_warning(tmp_path, data):
     assert [e.step for e in events.Scalars("features_mean/head")] == [1, 3, 5, 7, 9, 11]
     snapshots = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
     assert snapshots == ["epoch_0001.pt", "epoch_0002.pt"]
-    final = torch.load(tmp_path / "snapshots" / "epoch_0002.pt", weights_only=False)
+    final = torch.load(tmp_path / "snapshots" / "epoch_0002.pt", weights_only=True)
     assert final["step"] == 12 and all(torch.equal(v, weights(tmp_path / "last.pt")[k])
                                        for k, v in final["state_dict"].items())
     log = np.genfromtxt(tmp_path / "log.csv", delimiter=",", names=True)
     assert list(log["epoch"]) == [1, 2] and np.isfinite(log["loss"]).all()
 
 
-def test_ddp_on_two_cpu_processes_matches_one(tmp_path, data):
-    paths = project(tmp_path, data, epochs=2, batch_size=8)
+@pytest.mark.parametrize("model", [TINY_MODEL, TINY_ZOO["span"]], ids=["edsr", "span"])
+def test_ddp_on_two_cpu_processes_matches_one(tmp_path, data, model):
+    paths = project(tmp_path, data, model, epochs=2, batch_size=8)
     ddp = cli(tmp_path, "train", *paths, "--out", "ddp", "--history", "ddp.csv", "--metrics", "ddp.json",
               torchrun=True)
     output = ddp.communicate(timeout=300)[0]
     assert ddp.returncode == 0, output
     one = cli(tmp_path, "train", *paths, "--out", "one", "--history", "one.csv", "--metrics", "one.json")
     assert one.wait(timeout=300) == 0
-    a = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
     assert len(a["progress"]["history"]) == 2
     for x, y in zip(a["progress"]["history"], b["progress"]["history"]):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-5)
@@ -287,7 +295,7 @@ def test_init_from_starts_from_a_checkpoint_and_is_part_of_the_fingerprint(tmp_p
     assert f"init_from {source}: loaded 12 of 12 tensors" in out and "initialised fresh" not in out
     assert summary["init_loaded"] == 12 and summary["init_skipped"] == 0
     # starting from trained weights, the first epoch's loss is lower than the first run's
-    first = torch.load(tmp_path / "first" / "last.pt", weights_only=False)["progress"]["history"][0]["loss"]
+    first = torch.load(tmp_path / "first" / "last.pt", weights_only=True)["progress"]["history"][0]["loss"]
     assert summary["final_loss"] < first
     source.write_bytes((tmp_path / "second" / "best.pt").read_bytes())  # same path, other weights
     run(data, tmp_path / "second", epochs=2, init_from=str(source))
@@ -319,7 +327,7 @@ def test_on_the_fly_degradation_resumes_exactly(tmp_path, data, monkeypatch):
     monkeypatch.setitem(LOSSES, "l1", killed_at_step_10)
     with pytest.raises(KeyboardInterrupt):
         run(data, tmp_path / "resumed", fly, epochs=2, save_every=4)
-    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["progress"]["step"] == 8
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["progress"]["step"] == 8
     monkeypatch.setitem(LOSSES, "l1", torch.nn.functional.l1_loss)
     run(data, tmp_path / "resumed", fly, epochs=2, save_every=4)
     c = weights(tmp_path / "resumed" / "last.pt")
@@ -338,7 +346,7 @@ def test_amp_auto_trains_in_bf16_only_where_supported_and_falls_back_to_fp32(tmp
         summary = run(data, tmp_path, epochs=1, amp="auto", channels_last=True)
     assert summary["precision"] == ("bf16" if supported else "fp32")
     assert np.isfinite(summary["final_loss"])
-    saved = torch.load(tmp_path / "last.pt", weights_only=False)["fingerprint"]
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["fingerprint"]
     assert saved["precision"] == summary["precision"]  # a resume on another CPU is a fresh start, not a mix
 
 
@@ -353,7 +361,7 @@ def test_zero_init_residual_without_residual_blocks_is_a_one_line_error(tmp_path
 def test_the_schedule_ends_at_the_last_iteration_of_a_run(tmp_path, data):
     run(data, tmp_path, epochs=3, lr=1e-4, min_lr_ratio=0.05, warmup_epochs=1)
     log = np.genfromtxt(tmp_path / "log.csv", delimiter=",", names=True)
-    scheduler = torch.load(tmp_path / "last.pt", weights_only=False)["scheduler"]
+    scheduler = torch.load(tmp_path / "last.pt", weights_only=True)["scheduler"]
     # the last step ran at the floor: lr * min_lr_ratio; the log has the lr of the step after it
     assert scheduler["last_epoch"] == 18 and log["step"][-1] == 18 and log["lr"][-1] == pytest.approx(1e-4 * 0.05)
     from srpipe.training import lr_lambda
@@ -384,8 +392,8 @@ def test_a_diverged_epoch_stops_training_and_keeps_the_last_good_state(tmp_path,
     with pytest.raises(SrpipeError, match=r"training diverged in epoch 3: its mean loss .* is over 10 times the lowest "
                                           r"so far .*lower train.lr \(e.g. to 0.0001\)"):
         run(data, tmp_path, epochs=4, lr=2e-4, save_every=0, snapshot_every=1)
-    assert torch.load(tmp_path / "last.pt", weights_only=False)["progress"]["step"] == 12
-    assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] <= 2
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["progress"]["step"] == 12
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] <= 2
     assert sorted(p.name for p in (tmp_path / "snapshots").glob("*.pt")) == ["epoch_0001.pt", "epoch_0002.pt"]
     log = pd.read_csv(tmp_path / "log.csv")
     assert log["epoch"].tolist() == [1, 2, 3] and log["loss"].iloc[2] > 100 * log["loss"].iloc[1]
@@ -394,7 +402,7 @@ def test_a_diverged_epoch_stops_training_and_keeps_the_last_good_state(tmp_path,
 def test_rlfn_trains_compiled_in_one_graph_repeats_its_weights_and_reloads(tmp_path, data):
     from torch._dynamo.utils import counters
 
-    from srpipe.models import load_model
+    from .conftest import load_model
     from srpipe.models.rlfn import RLFN
 
     rlfn = ModelParams(name="rlfn", n_resblocks=2, n_feats=8, esa_channels=4)
@@ -410,3 +418,25 @@ def test_rlfn_trains_compiled_in_one_graph_repeats_its_weights_and_reloads(tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a) and any(k.endswith("esa.expand.weight") for k in a)
     model, ckpt = load_model(tmp_path / "a" / "best.pt")
     assert isinstance(model, RLFN) and ckpt["arch"]["kwargs"]["esa_channels"] == 4
+
+
+@pytest.mark.parametrize("where", ["init_from", "last.pt"])
+def test_a_malicious_model_file_never_runs_in_training(tmp_path, data, where):
+    """train.init_from, and the last.pt a run resumes from, are read without running anything."""
+    from .test_model_files import malicious
+
+    marker = tmp_path / "PWNED"
+    evil = malicious(tmp_path / "evil.pt", marker)
+    extra = {}
+    if where == "init_from":
+        extra["init_from"] = str(evil)
+    else:
+        (tmp_path / "out").mkdir()
+        evil.rename(tmp_path / "out" / "last.pt")
+    paths = project(tmp_path, data, **extra)
+    proc = cli(tmp_path, "train", *paths, "--out", "out")
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1 and not marker.exists()
+    errors = [line for line in output.splitlines() if line.startswith("srpipe: error:")]
+    assert len(errors) == 1 and "Traceback" not in output, output
+    assert "it asks for posix.system" in errors[0] and ("evil.pt" in errors[0] or "out/last.pt" in errors[0])

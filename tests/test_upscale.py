@@ -60,7 +60,7 @@ def test_upscale_cli_reports_failures_and_never_overwrites(tmp_path, photo, mode
     cv2.imwrite(str(src / "a.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
     cv2.imwrite(str(src / "b.jpg"), cv2.cvtColor(photo[:40, :50], cv2.COLOR_RGB2BGR))
     (src / "broken.png").write_bytes(b"no image here")
-    export_onnx(model, tmp_path / "m.onnx", opset=17)
+    export_onnx(model, tmp_path / "m.onnx", opset=17, scale=model.scale)
     code, out = run("upscale", str(src), str(tmp_path / "missing.png"), "--model", str(tmp_path / "m.onnx"),
                     "--out", str(tmp_path / "out"), "--tile", "64")
     assert code == 1

@@ -158,7 +158,7 @@ def test_too_little_overlap_warns_with_the_overlap_the_model_needs(tmp_path, che
 
 
 def model_net(path):
-    from srpipe.models import load_model
+    from .conftest import load_model
 
     return load_model(path)[0]
 

@@ -1,7 +1,9 @@
 """Architecture registry and self-describing checkpoints.
 
-A checkpoint stores the architecture name and its keyword arguments beside the weights, so
-evaluate, export-onnx and benchmark rebuild the model without params.yaml.
+srpipe's own architectures (EDSR, RCAN, RLFN) live beside this file; spandrel's are adapted in
+:mod:`.zoo`. A checkpoint stores the architecture name and its keyword arguments beside the
+weights, so evaluate, export-onnx and benchmark rebuild the model without params.yaml; it is read
+only through :mod:`srpipe.modelfile`.
 """
 
 from __future__ import annotations
@@ -22,55 +24,62 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {"edsr": EDSR, "rcan": RCAN, "rlfn":
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """srpipe's own architecture ``name`` (edsr, rcan, rlfn) or spandrel's (:mod:`.zoo`)."""
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name](**kwargs)
+    from .zoo import ZOO, build_zoo
+
+    if name in ZOO:
+        return build_zoo(name, **kwargs)
+    raise SrpipeError(f"unknown model {name!r}; available: {', '.join([*ARCHITECTURES, *ZOO])}")
+
+
+def instantiate(arch: dict[str, Any], state: dict[str, torch.Tensor], source: str | Path = "the checkpoint") -> nn.Module:
+    """The model an ``arch`` record describes, with the weights ``state``, in eval mode. A model
+    recorded as ``spandrel`` (an imported architecture srpipe does not train) is rebuilt by
+    spandrel's detection from the weights themselves."""
+    if not isinstance(arch, dict) or not isinstance(arch.get("kwargs"), dict) or "name" not in arch:
+        raise SrpipeError(f"{source}: its architecture record is damaged ({arch!r})")
+    if arch["name"] == "spandrel":
+        from .zoo import from_state_dict
+
+        return from_state_dict(dict(state))[0].eval()
     try:
-        cls = ARCHITECTURES[name]
-    except KeyError:
-        raise SrpipeError(f"unknown model {name!r}; available: {', '.join(ARCHITECTURES)}") from None
-    return cls(**kwargs)
+        model = build_model(arch["name"], **arch["kwargs"])
+        model.load_state_dict(state)
+    except (TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise SrpipeError(f"{source}: its weights do not fit the {arch['name']} it records ({first})") from None
+    return model.eval()
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """The trained parameters (not derived ones, such as SPAN's re-parameterised convolutions)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def macs_per_output_pixel(model: nn.Module, lr_size: tuple[int, int] = (32, 32)) -> float:
-    """Multiply-adds of one forward pass per output pixel (convolutions and matrix products)."""
+    """Multiply-adds of one forward pass per output pixel (convolutions and matrix products), in
+    eval mode: the form that is deployed (SPAN's one convolution where it trains three)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, 3, *lr_size)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        out = model(x)
+    x = torch.zeros(1, 3, *lr_size, device=next(model.parameters()).device)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            out = model(x)
+    finally:
+        model.train(training)
     return counter.get_total_flops() / 2 / (out.shape[-2] * out.shape[-1])
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, arch: dict[str, Any], **extra: Any) -> None:
-    """Atomically write ``{'arch': {'name', 'kwargs'}, 'state_dict', ...extra}``."""
+    """Atomically write ``{'arch': {'name', 'kwargs'}, 'state_dict', ...extra}``: tensors and plain
+    values only, so that it loads with ``weights_only=True`` (and, for spandrel's architectures,
+    in spandrel itself, which unwraps ``state_dict``)."""
     try:
         with atomic_path(path) as tmp:
             torch.save({"arch": arch, "state_dict": model.state_dict(), **extra}, tmp)
     except OSError as exc:
         raise SrpipeError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    hint = "; for an ONNX model use --onnx (evaluate) or --model (upscale)" if path.suffix.lower() == ".onnx" else \
-        "; give a checkpoint written by srpipe train or srpipe import-weights"
-    if not path.is_file():
-        raise SrpipeError(f"checkpoint not found: {path}{hint}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001: torch.load raises pickle's, zipfile's and its own errors
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a PyTorch file, or a damaged one"
-        raise SrpipeError(f"cannot load checkpoint {path} ({why}){hint}") from None
-    if not isinstance(ckpt, dict) or "arch" not in ckpt:
-        raise SrpipeError(f"{path} is not an srpipe checkpoint (no architecture recorded){hint}")
-    return ckpt
-
-
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model recorded in a checkpoint, in eval mode, with its weights."""
-    ckpt = load_checkpoint(path)
-    model = build_model(ckpt["arch"]["name"], **ckpt["arch"]["kwargs"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt

@@ -1,4 +1,5 @@
-"""Import BasicSR's EDSR and RCAN weights as srpipe checkpoints.
+"""Import published weights as srpipe checkpoints: any file spandrel recognises
+(:func:`import_spandrel`), and BasicSR's EDSR and RCAN, which spandrel does not know.
 
 BasicSR (https://github.com/XPixelGroup/BasicSR) saves a network as ``{'params': state_dict}``,
 plus ``'params_ema'`` when it trains with an exponential moving average of the weights. Its
@@ -22,7 +23,6 @@ BasicSR's defaults (its EDSR-L options use ``res_scale`` 0.1).
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -38,14 +38,9 @@ PARAM_KEYS = ("params_ema", "params")  # in order of preference
 
 def read_basicsr(path: str | Path, param_key: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """The state dict in a BasicSR file and the key it came from (``params_ema`` if present)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SrpipeError(f"BasicSR checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SrpipeError(f"cannot load {path} as a BasicSR checkpoint: {first_line}") from None
+    from ..modelfile import read_weights
+
+    ckpt = read_weights(path, what="BasicSR checkpoint")
     found = [k for k in PARAM_KEYS if isinstance(ckpt, dict) and isinstance(ckpt.get(k), dict)]
     if not found:
         keys = ", ".join(map(str, list(ckpt)[:6])) if isinstance(ckpt, dict) else type(ckpt).__name__
@@ -180,3 +175,35 @@ def import_basicsr(src: str | Path, out: str | Path, arch: str, param_key: str |
     info = {"framework": "basicsr", "file": str(src), "param_key": key, "parameters": count_parameters(model)}
     save_checkpoint(out, model, record, imported_from=info)
     return {**info, "arch": record}
+
+
+def looks_like_basicsr(content: Any) -> str | None:
+    """``edsr`` or ``rcan`` for what BasicSR writes for them (``params`` or ``params_ema`` holding
+    ``conv_first`` and EDSR's ``body.N.conv1`` or RCAN's ``rcab``), else None."""
+    params = next((content[k] for k in PARAM_KEYS if isinstance(content, dict) and isinstance(content.get(k), dict)),
+                  None)
+    keys = [str(k).removeprefix("module.") for k in params] if params else []
+    if "conv_first.weight" not in keys:
+        return None
+    if any(".rcab." in k for k in keys):
+        return "rcan"
+    return "edsr" if any(re.fullmatch(r"body\.\d+\.conv1\.weight", k) for k in keys) else None
+
+
+def import_spandrel(src: str | Path, out: str | Path, scale: int | None = None) -> dict:
+    """Any model file spandrel recognises (.pth, .pt, .ckpt, .safetensors, read without running code)
+    as the srpipe checkpoint ``out``: its architecture as spandrel found it, in srpipe's shell (which
+    adds nothing), with spandrel's tensor names. Returns what was imported (also stored in the
+    checkpoint under ``imported_from``)."""
+    from ..modelfile import open_model_file
+
+    opened = open_model_file(src)
+    if opened.kind != "spandrel":
+        raise SrpipeError(f"{src} is already an srpipe checkpoint ({opened.arch['name']} x{opened.scale}); "
+                          "evaluate, export-onnx, upscale and train.init_from take it as it is")
+    if scale is not None and scale != opened.scale:
+        raise SrpipeError(f"{src} is x{opened.scale}, not x{scale}")
+    found = opened.checkpoint["spandrel"]
+    info = {"framework": "spandrel", "file": str(src), **found, "parameters": count_parameters(opened.model)}
+    save_checkpoint(out, opened.model, opened.arch, imported_from=info)
+    return {**info, "arch": opened.arch}

@@ -98,6 +98,10 @@ class Trainer:
         risky = lr_warning(cfg.lr, model_cfg.sizes())
         if risky and ddp.main:
             warnings.warn(risky, stacklevel=3)
+        if model_cfg.unused() and ddp.main:
+            warnings.warn(f"{', '.join(model_cfg.unused())}: not taken by model.name={model_cfg.name}"
+                          + ("; its sizes are model.preset and model.kwargs" if model_cfg.from_spandrel else ""),
+                          stacklevel=3)
         if cfg.batch_size % ddp.world:
             raise SrpipeError(f"train.batch_size={cfg.batch_size} is not divisible by the {ddp.world} processes")
         torch.set_num_threads(cfg.threads or max(1, available_cores() // ddp.world))
@@ -166,7 +170,8 @@ class Trainer:
         self.model.to(memory_format=self.memory_format)
         # fused: one kernel for all tensors (0.8 ms a step for the recipe on a CPU, against 3.1 one by one;
         # benchmarks/step_parts.py)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
+        trained = [p for p in self.model.parameters() if p.requires_grad]  # not SPAN's derived convolutions
+        self.optimizer = torch.optim.Adam(trained, lr=cfg.lr, betas=cfg.betas,
                                           fused=self.device.type in FUSED_ADAM)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps_per_epoch))
         self.ema = None

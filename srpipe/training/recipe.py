@@ -69,7 +69,13 @@ def lr_lambda(cfg: TrainParams, steps_per_epoch: int) -> Callable[[int], float]:
 def lr_warning(lr: float, sizes: dict) -> str | None:
     """Why ``lr`` is risky for a model of these sizes (``ModelParams.sizes()``; its depth counts
     RCAN's groups x blocks), or None: above the highest lr srpipe measured stable for a model no
-    deeper and no wider (:data:`MEASURED_STABLE`), above 5e-4 for larger models."""
+    deeper and no wider (:data:`MEASURED_STABLE`), above 5e-4 for larger models and for spandrel's
+    architectures (their sizes are not srpipe's blocks x features)."""
+    if "n_resblocks" not in sizes:
+        if lr <= LR_WARN:
+            return None
+        return (f"train.lr={lr} is above {LR_WARN} for one of spandrel's architectures: EDSR training was seen to "
+                "diverge there, and srpipe has not measured this architecture at this lr")
     blocks, n_feats = sizes["n_resblocks"] * sizes.get("n_resgroups", 1), sizes["n_feats"]
     measured = [limit for most_blocks, most_feats, limit in MEASURED_STABLE
                 if blocks <= most_blocks and n_feats <= most_feats]

@@ -18,7 +18,7 @@ from torch import nn
 from ..config import ModelParams, TrainParams
 from ..datasets import sha256_of
 from ..io import SrpipeError
-from ..models import load_checkpoint
+from ..modelfile import open_model_file, read_checkpoint
 
 # train params that change how fast a run goes or how it reports, never its weights
 NOT_IN_FINGERPRINT = {"workers", "threads", "feature_stats_every", "device", "save_every", "snapshot_every"}
@@ -73,7 +73,7 @@ def resumable(last: Path, fingerprint: dict, total_steps: int) -> tuple[dict | N
     """The state in ``last`` if the run can continue from it, and a line saying what happens."""
     if not last.is_file():
         return None, ""
-    state = load_checkpoint(last)
+    state = read_checkpoint(last)
     changes = fingerprint_changes(state.get("fingerprint", {}), fingerprint)
     if changes:
         return None, f"not resuming from {last}: it was trained with other params or data ({'; '.join(changes[:4])}); starting fresh"
@@ -92,10 +92,14 @@ def file_sha256(path: str | Path) -> str:
 
 
 def load_matching(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
-    """Copy into ``model`` every tensor of the checkpoint at ``path`` whose name and shape match
-    (the EDSR recipe starts x3 and x4 from the x2 model: all but the upsampler). Returns the
-    names loaded and the names of ``model``'s tensors left as initialised."""
-    source = load_checkpoint(path)["state_dict"]
+    """Copy into ``model`` every tensor of the model file at ``path`` (an srpipe checkpoint, or
+    any file spandrel opens, in spandrel's tensor names) whose name and shape match (the EDSR
+    recipe starts x3 and x4 from the x2 model: all but the upsampler). Returns the names loaded and
+    the names of ``model``'s tensors left as initialised."""
+    try:
+        source = open_model_file(path).model.state_dict()
+    except SrpipeError as exc:
+        raise SrpipeError(f"train.init_from: {exc}") from None
     own = model.state_dict()
     loaded = [k for k, v in own.items() if k in source and source[k].shape == v.shape]
     with torch.no_grad():
