@@ -145,7 +145,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "default": {"n_resblocks": 6, "n_feats": 52, "esa_channels": 16},
         "small": {"n_resblocks": 6, "n_feats": 48, "esa_channels": 16},
     },
-    "span": {"default": {"feature_channels": 48}},
+    "span": {"default": {"feature_channels": 48, "norm": False}},
     "compact": {
         "default": {"num_feat": 64, "num_conv": 16},
         "general": {"num_feat": 64, "num_conv": 32},
@@ -168,7 +168,9 @@ SOURCES: dict[str, str] = {
     "edsr": "EDSR (Lim et al., 2017): baseline 16x64, full 32x256; srpipe's own",
     "rcan": "RCAN (Zhang et al., 2018): 10 groups of 20 blocks, 64 features; srpipe's own",
     "rlfn": "RLFN (Kong et al., 2022), NTIRE 2022 efficient-SR winner: 6 blocks, 52 or 48 features; srpipe's own",
-    "span": "SPAN (Wan et al., 2024), NTIRE 2024 efficient-SR winner: 48 channels, as in its paper and traiNNer-redux",
+    "span": "SPAN (Wan et al., 2024), NTIRE 2024 efficient-SR winner: 48 channels, as in its paper, without its input "
+            "normalisation (norm: false, as traiNNer-redux trains it: with it, an untrained SPAN's outputs are some 255 "
+            "times too large and training diverged at once)",
     "compact": "Real-ESRGAN's SRVGGNetCompact (Wang et al., 2021): 64 features and 16 convs (realesr-animevideov3), "
                "general: 32 (realesr-general-x4v3), ultra: 8 (traiNNer-redux's UltraCompact)",
     "esrgan": "ESRGAN's RRDBNet (Wang et al., 2018): 64 features, 23 RRDBs, as in its paper and Real-ESRGAN",
