@@ -249,9 +249,11 @@ def test_summary_tensorboard_and_warning(tmp_path, data):
     assert list(log["epoch"]) == [1, 2] and np.isfinite(log["loss"]).all()
 
 
-@pytest.mark.parametrize("model", [TINY_MODEL, TINY_ZOO["span"]], ids=["edsr", "span"])
-def test_ddp_on_two_cpu_processes_matches_one(tmp_path, data, model):
-    paths = project(tmp_path, data, model, epochs=2, batch_size=8)
+@pytest.mark.parametrize("model,channels_last", [(TINY_MODEL, False), (TINY_ZOO["span"], False), (TINY_MODEL, True)],
+                         ids=["edsr", "span", "edsr-channels-last"])
+def test_ddp_on_two_cpu_processes_matches_one(tmp_path, data, model, channels_last):
+    # channels_last: DDP's buffer broadcast refused EDSR's (1, 3, 1, 1) mean once it was channels_last
+    paths = project(tmp_path, data, model, epochs=2, batch_size=8, channels_last=channels_last)
     ddp = cli(tmp_path, "train", *paths, "--out", "ddp", "--history", "ddp.csv", "--metrics", "ddp.json",
               torchrun=True)
     output = ddp.communicate(timeout=300)[0]

@@ -91,6 +91,17 @@ def step_seconds(patches_dir: str | Path, valid_dir: str | Path, scratch_dir: st
         trainer.board.close()
 
 
+
+def to_memory_format(model: nn.Module, memory_format: torch.memory_format) -> None:
+    """The parameters in ``memory_format``; the buffers (constants such as EDSR's mean) stay in
+    the default layout: DDP's broadcast of buffers refuses a channels_last (1, C, 1, 1) tensor
+    ("some elements ... refer to a single memory location"), and a constant's layout costs nothing."""
+    model.to(memory_format=memory_format)
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.dim() == 4:
+                module._buffers[name] = buffer.clone(memory_format=torch.contiguous_format)
+
 class Trainer:
     def __init__(self, patches_dir: Path, valid_dir: Path, out_dir: Path, log_csv: Path, scale: int, seed: int,
                  model_cfg: ModelParams, cfg: TrainParams, crop_border: int, device: torch.device,
@@ -167,7 +178,7 @@ class Trainer:
                            + (f"; initialised fresh (name or shape differs): {', '.join(skipped)}" if skipped else ""))
         self.model.to(self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.model.to(memory_format=self.memory_format)
+        to_memory_format(self.model, self.memory_format)
         # fused: one kernel for all tensors (0.8 ms a step for the recipe on a CPU, against 3.1 one by one;
         # benchmarks/step_parts.py)
         trained = [p for p in self.model.parameters() if p.requires_grad]  # not SPAN's derived convolutions
