@@ -92,9 +92,13 @@ class OpenedModel:
             return f"{self.path}: ONNX model, x{self.scale}"
         from .models import count_parameters
 
-        name = self.arch["name"] if self.arch["name"] != "spandrel" else self.arch["kwargs"]["architecture"]
-        source = "srpipe checkpoint" if self.kind == "srpipe" else "weights recognised by spandrel"
-        return f"{self.path}: {source}, {name} x{self.scale}, {count_parameters(self.model):,} parameters"
+        if self.kind == "spandrel":
+            found = self.checkpoint["spandrel"]
+            what = f"weights recognised by spandrel, {found['architecture']} ({', '.join(found['tags'])})"
+        else:
+            name = self.arch["name"] if self.arch["name"] != "spandrel" else self.arch["kwargs"]["architecture"]
+            what = f"srpipe checkpoint, {name}"
+        return f"{self.path}: {what} x{self.scale}, {count_parameters(self.model):,} parameters"
 
 
 def open_model_file(path: str | Path, onnx: bool = False, arena: bool = True) -> OpenedModel:

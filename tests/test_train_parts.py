@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from srpipe.cli import read
-from srpipe.config import TrainParams
+from srpipe.config import ModelParams, TrainParams
 from srpipe.training import LOSSES, autocast_dtype, fingerprint_changes, lr_lambda, recipe
 from srpipe.datasets import dataset_files
 from srpipe.io import read_image
@@ -52,6 +52,24 @@ def test_lr_warning_is_measured_per_model_size_and_silent_for_the_demo_recipe():
     assert recipe.lr_warning(demo.train.lr, demo.model.sizes()) is None
     rcan = {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64}  # depth: groups x blocks
     assert "above 0.0005 for a 200x64 model" in recipe.lr_warning(1e-3, rcan)
+
+
+@pytest.mark.parametrize("name,stable", [("span", 1e-3), ("compact", 2e-3), ("safmn", 2e-3), ("swinir", None)])
+def test_lr_warning_for_spandrels_architectures_is_what_the_30_minute_runs_measured(name, stable):
+    """SPAN diverged at 2e-3 and trained at 1e-3, Compact and SAFMN trained at 2e-3 (at their
+    presets; docs/benchmarks/architectures.md); other sizes and architectures: above 5e-4."""
+    preset = ModelParams(name=name).sizes()
+    if stable is None:
+        assert recipe.lr_warning(5e-4, preset, name) is None
+        assert "has not measured this architecture" in recipe.lr_warning(1e-3, preset, name)
+        return
+    assert recipe.lr_warning(stable, preset, name) is None
+    assert recipe.lr_warning(2 * stable, preset, name) == (
+        f"train.lr={2 * stable} is above {stable} for {name} at its preset: srpipe measured training stable up to "
+        "there (docs/benchmarks/architectures.md)")
+    if name == "compact":  # another size: not measured
+        other = ModelParams(name=name, kwargs={"num_feat": 32}).sizes()
+        assert "has not measured this architecture" in recipe.lr_warning(1e-3, other, name)
 
 
 def test_losses():

@@ -339,3 +339,25 @@ def test_train_help_says_where_each_architecture_comes_from():
     for name in ("edsr", "rcan", "rlfn", *ZOO_ARCHS):
         assert f"{name}: " in text
     assert "SPAN (Wan et al., 2024), NTIRE 2024 efficient-SR winner: 48 channels" in text
+
+
+def test_the_export_stage_writes_spandrel_weights_where_spandrel_runs_the_model(tmp_path, monkeypatch, shared_data):
+    """export-onnx beside the ONNX files: model.safetensors for SPAN, a reason in export.json for EDSR."""
+    from srpipe.data import prepare, source_files
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("eval:\n  lpips: false\nexport:\n  precision: [fp32]\n  check_images: 1\n")
+    prepare(source_files(str(shared_data / "Set5"), 2), tmp_path / "valid", 2)
+    span, arch = tiny("span")
+    save_checkpoint(tmp_path / "span.pt", span, arch)
+    kwargs = {"scale": 2, "n_resblocks": 1, "n_feats": 8}
+    save_checkpoint(tmp_path / "edsr.pt", build_model("edsr", **kwargs), {"name": "edsr", "kwargs": kwargs})
+    for name in ("span", "edsr"):
+        code, out = run("export-onnx", "--checkpoint", f"{name}.pt", "--valid", "valid", "--out", name,
+                        "--metrics", f"{name}.json")
+        assert code == 0, out
+    weights = {name: json.loads((tmp_path / f"{name}.json").read_text())["safetensors"] for name in ("span", "edsr")}
+    assert weights["span"]["file"] == "model.safetensors" and weights["span"]["max_abs_diff_spandrel"] <= 1e-5
+    assert ModelLoader().load_from_file(tmp_path / "span" / "model.safetensors").architecture.id == "SPAN"
+    assert "spandrel has no EDSR architecture" in weights["edsr"]["skipped"]
+    assert not (tmp_path / "edsr" / "model.safetensors").exists()

@@ -191,9 +191,8 @@ def plain_hyperparameters(hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters a checkpoint can hold (numbers, text, lists of them): not classes such as
     SwinIR's ``norm_layer``, which the constructor's default gives back."""
     ok = (int, float, str, bool, type(None))
-    keep = {k: _plain(v) for k, v in hyperparameters.items()
+    return {k: _plain(v) for k, v in hyperparameters.items()
             if isinstance(v, ok) or (isinstance(v, (list, tuple)) and all(isinstance(i, ok) for i in v))}
-    return keep
 
 
 def _check_arguments(name: str, cls: type, ctor: dict[str, Any]) -> None:

@@ -102,11 +102,12 @@ def to_memory_format(model: nn.Module, memory_format: torch.memory_format) -> No
             if buffer is not None and buffer.dim() == 4:
                 module._buffers[name] = buffer.clone(memory_format=torch.contiguous_format)
 
+
 class Trainer:
     def __init__(self, patches_dir: Path, valid_dir: Path, out_dir: Path, log_csv: Path, scale: int, seed: int,
                  model_cfg: ModelParams, cfg: TrainParams, crop_border: int, device: torch.device,
                  ddp: Distributed, degradation: DegradationParams | None):
-        risky = lr_warning(cfg.lr, model_cfg.sizes())
+        risky = lr_warning(cfg.lr, model_cfg.sizes(), model_cfg.name)
         if risky and ddp.main:
             warnings.warn(risky, stacklevel=3)
         if model_cfg.unused() and ddp.main:

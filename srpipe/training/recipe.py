@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..config import TrainParams
+from ..config import PRESETS, TrainParams
 from ..hardware import bf16_supported
 from ..metrics import BT601_CBCR, BT601_Y
 
@@ -17,6 +17,9 @@ LR_WARN = 5e-4  # the EDSR paper saw its wide models' training diverge above thi
 # (residual blocks, features, lr): srpipe measured training stable up to this lr for models no
 # deeper and no wider (README: time to quality; 8x32 diverged at 4e-3, 16x32 at 2e-3)
 MEASURED_STABLE = ((8, 32, 2e-3), (12, 48, 1e-3))
+# spandrel's architectures at their default preset: the highest lr the 30-minute recipe trained
+# stably (docs/benchmarks/architectures.md: SPAN diverged at 2e-3, Compact and SAFMN did not)
+MEASURED_ZOO = {"span": 1e-3, "compact": 2e-3, "safmn": 2e-3}
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -66,16 +69,21 @@ def lr_lambda(cfg: TrainParams, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
-def lr_warning(lr: float, sizes: dict) -> str | None:
+def lr_warning(lr: float, sizes: dict, name: str | None = None) -> str | None:
     """Why ``lr`` is risky for a model of these sizes (``ModelParams.sizes()``; its depth counts
-    RCAN's groups x blocks), or None: above the highest lr srpipe measured stable for a model no
-    deeper and no wider (:data:`MEASURED_STABLE`), above 5e-4 for larger models and for spandrel's
-    architectures (their sizes are not srpipe's blocks x features)."""
+    RCAN's groups x blocks) and architecture, or None: above the highest lr srpipe measured stable
+    for a model no deeper and no wider (:data:`MEASURED_STABLE`) or for spandrel's architecture at
+    its default preset (:data:`MEASURED_ZOO`), above 5e-4 for the others."""
     if "n_resblocks" not in sizes:
-        if lr <= LR_WARN:
+        default = name in MEASURED_ZOO and sizes["ctor"] == next(iter(PRESETS[name].values()))
+        limit = MEASURED_ZOO[name] if default else LR_WARN
+        if lr <= limit:
             return None
+        if default:
+            return (f"train.lr={lr} is above {limit} for {name} at its preset: srpipe measured training stable up to "
+                    "there (docs/benchmarks/architectures.md)")
         return (f"train.lr={lr} is above {LR_WARN} for one of spandrel's architectures: EDSR training was seen to "
-                "diverge there, and srpipe has not measured this architecture at this lr")
+                "diverge there, and srpipe has not measured this architecture at this size and lr")
     blocks, n_feats = sizes["n_resblocks"] * sizes.get("n_resgroups", 1), sizes["n_feats"]
     measured = [limit for most_blocks, most_feats, limit in MEASURED_STABLE
                 if blocks <= most_blocks and n_feats <= most_feats]
