@@ -13,6 +13,11 @@ LPIPS_LOCAL := $(abspath $(wildcard ../shared/weights/lpips-alexnet-features.pth
 ifneq ($(LPIPS_LOCAL),)
 export SRPIPE_LPIPS_BACKBONE ?= $(LPIPS_LOCAL)
 endif
+# ... and ImageNet VGG16's convolutions, for DISTS.
+VGG16_LOCAL := $(abspath $(wildcard ../shared/weights/vgg16-features.pth))
+ifneq ($(VGG16_LOCAL),)
+export SRPIPE_VGG16_BACKBONE ?= $(VGG16_LOCAL)
+endif
 
 .PHONY: install install-dev plots-page demo test clean
 

@@ -270,11 +270,17 @@ def evaluated(p: Params, checkpoint: Path | None, onnx: Path | None, baseline: B
 
 
 def protocol(p: Params, scale: int) -> dict:
-    """evaluate()'s keyword arguments: the border crop, the channel and LPIPS, from params."""
+    """evaluate()'s keyword arguments: the border crop, the channel and the perceptual metrics, from params."""
+    return dict(crop_border=p.eval.crop(scale), y_channel=p.eval.y_channel, perceptual=perceptual_metrics(p))
+
+
+def perceptual_metrics(p: Params) -> dict:
+    """The perceptual metrics eval turns on, by name: LPIPS (AlexNet) and DISTS (VGG16)."""
+    from .dists import DISTS
     from .metrics import LPIPS
 
-    return dict(crop_border=p.eval.crop(scale), y_channel=p.eval.y_channel,
-                lpips=LPIPS(p.eval.lpips_backbone) if p.eval.lpips else None)
+    return {**({"lpips": LPIPS(p.eval.lpips_backbone)} if p.eval.lpips else {}),
+            **({"dists": DISTS(p.eval.vgg16_backbone)} if p.eval.dists else {})}
 
 
 def score_folder(p: Params, upscaler, scale: int, label: str, hr_dir: str, out: Path, save_dir: Path | None,
@@ -345,7 +351,6 @@ def export_onnx(
     """
     from .data import load_pairs
     from .export import export_precisions
-    from .metrics import LPIPS
     from .modelfile import open_model_file
 
     p = read(params, set_)
@@ -357,7 +362,7 @@ def export_onnx(
     result = export_precisions(
         opened.model, scale, out, e.precision, e.opset, load_pairs(valid, scale), e.check_images,
         e.calibration_patches, e.calibration_size, p.eval.crop(scale), p.eval.y_channel,
-        LPIPS(p.eval.lpips_backbone) if p.eval.lpips else None, e.int8_reduce_range, opened.arch,
+        perceptual_metrics(p), e.int8_reduce_range, opened.arch,
     )
     write_json(metrics, result)
     typer.echo(f"max |onnxruntime - torch| = {result['max_abs_diff']:.2e} (fp32)")

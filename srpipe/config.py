@@ -306,6 +306,10 @@ class EvalParams(_Section):
     lpips_backbone: Optional[str] = Field(
         None, description="local AlexNet backbone file for LPIPS; null: $SRPIPE_LPIPS_BACKBONE or download"
     )
+    dists: bool = Field(False, description="also score DISTS (VGG16 structure and texture; lower is closer)")
+    vgg16_backbone: Optional[str] = Field(
+        None, description="local VGG16 features file for DISTS; null: $SRPIPE_VGG16_BACKBONE or download"
+    )
 
     def crop(self, scale: int) -> int:
         """Pixels cropped at each border for a model of ``scale``: crop_border, or the scale."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,7 @@ from .config import DegradationParams
 from .data import make_pairs
 from .imresize import imresize
 from .io import SrpipeError, write_image
-from .metrics import LPIPS, min_side, psnr, ssim
+from .metrics import min_side, psnr, ssim
 from .progress import progress
 from .upscalers import Upscaler
 from .visualize import comparison_strip
@@ -24,11 +24,12 @@ def evaluate(
     pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
     crop_border: int,
     y_channel: bool = True,
-    lpips: LPIPS | None = None,
+    perceptual: Mapping[str, Callable[[np.ndarray, np.ndarray, int], float]] | None = None,
     desc: str = "evaluate",
     save_dir: str | Path | None = None,
 ) -> pd.DataFrame:
-    """One row per image: name, psnr, ssim and (with ``lpips``) lpips.
+    """One row per image: name, psnr, ssim and each metric of ``perceptual`` (name -> metric of
+    ``(sr, hr, crop_border)``: ``{"lpips": LPIPS(), "dists": DISTS()}``) under its name.
 
     ``pairs`` may read its images lazily (:class:`srpipe.data.Pairs`): one image at a time is in
     memory. With ``save_dir``, also writes each SR image and a comparison strip (HR | bicubic | model).
@@ -49,8 +50,8 @@ def evaluate(
             "psnr": psnr(sr, hr, crop_border, y_channel),
             "ssim": ssim(sr, hr, crop_border, y_channel),
         }
-        if lpips is not None:
-            row["lpips"] = lpips(sr, hr, crop_border)
+        for metric_name, metric in (perceptual or {}).items():
+            row[metric_name] = metric(sr, hr, crop_border)
         rows.append(row)
         if save_dir is not None:
             stem = Path(name).stem
@@ -68,11 +69,11 @@ def summarize(frame: pd.DataFrame) -> dict[str, float]:
 
 def score_source(
     upscaler: Upscaler, source: str, scale: int, crop_border: int, y_channel: bool = True,
-    lpips: LPIPS | None = None, degradation: DegradationParams | None = None, seed: int = 0,
+    perceptual: Mapping | None = None, degradation: DegradationParams | None = None, seed: int = 0,
     raw_dir: str | Path = "data/raw", desc: str | None = None, save_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """:func:`evaluate` on any dataset (name or folder of HR images), its LR made as
     prepare-degradations would (``degradation`` None: bicubic): what ``srpipe evaluate --hr-dir``
     scores, and the time-to-quality benchmark with it."""
     pairs = make_pairs(source, scale, degradation, seed, raw_dir, min_side(crop_border))
-    return evaluate(upscaler, pairs, crop_border, y_channel, lpips, desc or str(source), save_dir)
+    return evaluate(upscaler, pairs, crop_border, y_channel, perceptual, desc or str(source), save_dir)

@@ -182,7 +182,7 @@ def export_precisions(
     calibration_size: int,
     crop_border: int,
     y_channel: bool = True,
-    lpips=None,
+    perceptual=None,
     int8_reduce_range: bool = True,
     arch: dict | None = None,
 ) -> dict:
@@ -204,19 +204,19 @@ def export_precisions(
     if "fp16" in precisions:
         convert_fp16(fp32, onnx_path(out_dir, "fp16"))
     for precision in precisions:
-        result[precision] = _scored(onnx_path(out_dir, precision), pairs, crop_border, y_channel, lpips,
+        result[precision] = _scored(onnx_path(out_dir, precision), pairs, crop_border, y_channel, perceptual,
                                     result.get("fp32"))
     if arch is not None:
         result["safetensors"] = export_weights(model, arch, Path(out_dir) / WEIGHTS_FILE)
     return result
 
 
-def _scored(path: Path, pairs, crop_border: int, y_channel: bool, lpips, fp32: dict | None) -> dict:
+def _scored(path: Path, pairs, crop_border: int, y_channel: bool, perceptual, fp32: dict | None) -> dict:
     """One exported file's scores by the evaluation protocol, with their difference from fp32's."""
     from .evaluate import evaluate, summarize
     from .upscalers import onnx_upscaler
 
-    scores = summarize(evaluate(onnx_upscaler(ort_session(path)), pairs, crop_border, y_channel, lpips,
+    scores = summarize(evaluate(onnx_upscaler(ort_session(path)), pairs, crop_border, y_channel, perceptual,
                                 desc=path.name))
     if fp32 is not None:
         scores.update({f"delta_{k}": v - fp32[k] for k, v in list(scores.items())})

@@ -50,6 +50,16 @@ def _check_pair(sr: np.ndarray, hr: np.ndarray) -> None:
         raise ValueError(f"image shapes differ: {sr.shape} vs {hr.shape}")
 
 
+def cropped_pair(sr: np.ndarray, hr: np.ndarray, crop_border: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two RGB images of one shape, ``crop_border`` pixels removed at each border (the
+    perceptual metrics' input)."""
+    _check_pair(sr, hr)
+    if not crop_border:
+        return sr, hr
+    inner = (slice(crop_border, -crop_border), slice(crop_border, -crop_border))
+    return sr[inner], hr[inner]
+
+
 def psnr(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0, y_channel: bool = True) -> float:
     _check_pair(sr, hr)
     a, b = _prepare(sr, crop_border, y_channel), _prepare(hr, crop_border, y_channel)
@@ -136,9 +146,6 @@ class LPIPS:
     def __call__(self, sr: np.ndarray, hr: np.ndarray, crop_border: int = 0) -> float:
         import torch
 
-        _check_pair(sr, hr)
-        if crop_border:
-            sr = sr[crop_border:-crop_border, crop_border:-crop_border]
-            hr = hr[crop_border:-crop_border, crop_border:-crop_border]
+        sr, hr = cropped_pair(sr, hr, crop_border)
         with torch.no_grad():
             return float(self.model(self.to_tensor(sr), self.to_tensor(hr)).item())

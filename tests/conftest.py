@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DATA = SHARED / "data"
 BACKBONE = SHARED / "weights" / "lpips-alexnet-features.pth"
+VGG16 = SHARED / "weights" / "vgg16-features.pth"
 
 os.environ["DVC_NO_ANALYTICS"] = "1"
 
@@ -27,6 +28,11 @@ def shared_data() -> Path:
 @pytest.fixture
 def backbone() -> Path:
     return need(BACKBONE)
+
+
+@pytest.fixture
+def vgg16() -> Path:
+    return need(VGG16)
 
 
 def int8_weights(path) -> np.ndarray:
