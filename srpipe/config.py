@@ -252,6 +252,10 @@ class ModelParams(_Section):
         return [f"model.{k}" for k in sorted(NOT_TAKEN[self.name]) if getattr(self, k) != getattr(defaults, k)]
 
 
+# Real-ESRGAN's perceptual weights (0.1, 0.1, 1, 1, 1 on VGG19's conv1_2 ... conv5_4) on VGG16's layers
+PERCEPTUAL_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_3": 1.0, "conv4_3": 1.0, "conv5_3": 1.0}
+
+
 class TrainParams(_Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(16, ge=1, description="patches per optimiser step and accumulation slice")
@@ -266,6 +270,13 @@ class TrainParams(_Section):
     val_images: Optional[int] = Field(None, ge=1, description="validate on the first N images; null: all")
     val_tile: Optional[int] = Field(512, ge=16, description="LR tile side for validation; null: whole images")
     loss: Literal["l1", "l2", "charbonnier"] = "l1"
+    pixel_weight: float = Field(1.0, ge=0, description="weight of train.loss (the pixel loss)")
+    perceptual_weight: float = Field(0.0, ge=0, description="weight of the VGG16 perceptual loss; 0: off")
+    perceptual_layers: dict[str, float] = Field(
+        default_factory=lambda: dict(PERCEPTUAL_LAYERS),
+        description="VGG16 layer (pre-ReLU) -> weight of its L1 term; default: Real-ESRGAN's weights on VGG16")
+    vgg16_backbone: Optional[str] = Field(
+        None, description="local VGG16 features file for the perceptual loss; null: $SRPIPE_VGG16_BACKBONE or download")
     chroma_weight: Optional[float] = Field(None, ge=0, le=1, description=(
         "null: the loss on R, G, B; a number: on BT.601 Y (what PSNR/SSIM score) plus this times on Cb and Cr"))
     lr: float = Field(2e-4, gt=0, le=1)
@@ -287,6 +298,18 @@ class TrainParams(_Section):
     workers: Optional[int] = Field(None, ge=0, le=64, description="DataLoader workers; null: 0 on CPU, up to 8 on GPU")
     threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads; null: all cores")
     feature_stats_every: int = Field(50, ge=0, description="steps between feature statistics in TensorBoard; 0: off")
+
+    @field_validator("perceptual_layers")
+    @classmethod
+    def _vgg16_layers(cls, v: dict[str, float]) -> dict[str, float]:
+        from .vgg import VGG16_CONVS
+
+        unknown = sorted(set(v) - set(VGG16_CONVS))
+        if unknown or not v:
+            raise ValueError(f"{', '.join(unknown) or 'no layer'}: give VGG16 layers among {', '.join(VGG16_CONVS)}")
+        if any(w < 0 for w in v.values()):
+            raise ValueError("layer weights must be >= 0")
+        return v
 
     @field_validator("betas")
     @classmethod

@@ -14,6 +14,9 @@ from pathlib import Path
 from .io import SrpipeError
 
 VGG16_ENV = "SRPIPE_VGG16_BACKBONE"
+# torchvision's vgg16().features: the index of each convolution (its output is the layer's pre-ReLU feature)
+VGG16_CONVS = {"conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7, "conv3_1": 10, "conv3_2": 12, "conv3_3": 14,
+               "conv4_1": 17, "conv4_2": 19, "conv4_3": 21, "conv5_1": 24, "conv5_2": 26, "conv5_3": 28}
 VGG16_FIX = (f"give a local VGG16 file (torchvision's vgg16().features state dict) with eval.vgg16_backbone or "
              f"{VGG16_ENV}")
 

@@ -442,3 +442,18 @@ def test_a_malicious_model_file_never_runs_in_training(tmp_path, data, where):
     errors = [line for line in output.splitlines() if line.startswith("srpipe: error:")]
     assert len(errors) == 1 and "Traceback" not in output, output
     assert "it asks for posix.system" in errors[0] and ("evil.pt" in errors[0] or "out/last.pt" in errors[0])
+
+
+def test_a_perceptual_run_logs_each_term_and_trains_other_weights(tmp_path, data, vgg16):
+    """train.perceptual_weight: each weighted term per step in TensorBoard, their sum the logged loss."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    plain = run(data, tmp_path / "plain", epochs=1)
+    perceptual = run(data, tmp_path / "perceptual", epochs=1, perceptual_weight=0.01, vgg16_backbone=str(vgg16))
+    assert perceptual["final_loss"] != plain["final_loss"]
+    board = EventAccumulator(str(tmp_path / "perceptual" / "tb")).Reload()
+    series = {tag: [e.value for e in board.Scalars(f"train/{tag}")] for tag in ("loss", "loss_pixel", "loss_perceptual")}
+    assert len(series["loss"]) == 6 and min(series["loss_perceptual"]) > 0
+    for total, pixel, vgg in zip(*series.values()):
+        assert total == pytest.approx(pixel + vgg, rel=1e-4)
+    assert "train/loss_perceptual" not in EventAccumulator(str(tmp_path / "plain" / "tb")).Reload().Tags()["scalars"]

@@ -32,7 +32,7 @@ from ..patches import ImageStore
 from ..progress import progress
 from ..upscale import tiled_upscaler
 from ..upscalers import torch_upscaler
-from .recipe import autocast_dtype, lr_lambda, lr_warning, training_loss
+from .recipe import autocast_dtype, lr_lambda, lr_warning, objective
 from .runtime import Board, Distributed, loader_workers, pick_device
 from .sampling import CropDataset, RunSampler, epoch_steps, make_loader
 from .state import Progress, file_sha256, load_matching, model_arch, resumable, run_fingerprint
@@ -123,7 +123,7 @@ class Trainer:
         self._set_up_data(patches_dir, valid_dir, degradation)
         self.arch = model_arch(model_cfg, scale)
         self.dtype = autocast_dtype(cfg.amp, device)
-        self.loss = training_loss(cfg)
+        self.loss = objective(cfg, self.device)
         self.fingerprint = self._fingerprint()
         state, message = resumable(self.last, self.fingerprint, self.total_steps)
         if message and ddp.main:
@@ -245,8 +245,9 @@ class Trainer:
             lr = self.scheduler.get_last_lr()[0]
             bar.update(1)
             bar.set_postfix(epoch=self.epoch, loss=f"{loss:.4f}", lr=f"{lr:.2e}", patches_s=f"{rate:.0f}")
+            terms = {f"train/loss_{name}": value for name, value in getattr(self.loss, "terms", {}).items()}
             self.board.scalars(p.step, {"train/loss": loss, "train/lr": lr, "train/patches_per_s": rate,
-                                        "train/grad_norm": grad_norm})
+                                        "train/grad_norm": grad_norm, **terms})
             if p.step % self.steps_per_epoch == 0:
                 self.end_epoch()
             elif cfg.save_every and p.step % cfg.save_every == 0 and self.ddp.main:

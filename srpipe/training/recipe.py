@@ -50,6 +50,20 @@ def training_loss(cfg: TrainParams) -> Callable[[torch.Tensor, torch.Tensor], to
     return on_ycbcr
 
 
+def objective(cfg: TrainParams, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """What a step minimises: ``train.loss`` alone (the default, the very same function), or
+    ``pixel_weight`` times it plus ``perceptual_weight`` times the VGG16 perceptual loss."""
+    pixel = training_loss(cfg)
+    if cfg.perceptual_weight == 0 and cfg.pixel_weight == 1:
+        return pixel
+    from .perceptual import PerceptualLoss, WeightedLoss
+
+    perceptual = None
+    if cfg.perceptual_weight:
+        perceptual = PerceptualLoss(cfg.perceptual_layers, cfg.vgg16_backbone).to(device)
+    return WeightedLoss(pixel, cfg.pixel_weight, perceptual, cfg.perceptual_weight)
+
+
 def lr_lambda(cfg: TrainParams, steps_per_epoch: int) -> Callable[[int], float]:
     """Learning-rate factor per optimiser step: linear warm-up from near zero over
     ``warmup_epochs``, then cosine or linear decay that reaches ``min_lr_ratio`` at the last

@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import ModelParams, TrainParams
+from ..config import PERCEPTUAL_LAYERS, ModelParams, TrainParams
 from ..datasets import sha256_of
 from ..io import SrpipeError
 from ..modelfile import open_model_file, read_checkpoint
 
 # train params that change how fast a run goes or how it reports, never its weights
-NOT_IN_FINGERPRINT = {"workers", "threads", "feature_stats_every", "device", "save_every", "snapshot_every"}
+NOT_IN_FINGERPRINT = {"workers", "threads", "feature_stats_every", "device", "save_every", "snapshot_every",
+                      "vgg16_backbone"}  # where the VGG16 file is, not what it holds
 
 
 def model_arch(model_cfg: ModelParams, scale: int) -> dict:
@@ -30,7 +31,8 @@ def model_arch(model_cfg: ModelParams, scale: int) -> dict:
 
 # train params added after runs were saved, with the value that behaves as those runs did: left out
 # of the fingerprint at that value, so a run saved before the param existed still resumes
-ADDED_LATER = {"zero_init_residual": False}
+ADDED_LATER = {"zero_init_residual": False, "pixel_weight": 1.0, "perceptual_weight": 0.0,
+               "perceptual_layers": PERCEPTUAL_LAYERS}
 
 
 def run_fingerprint(arch: dict, cfg: TrainParams, seed: int, data: str, **extra) -> dict:
