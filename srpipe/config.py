@@ -277,6 +277,8 @@ class TrainParams(_Section):
         description="VGG16 layer (pre-ReLU) -> weight of its L1 term; default: Real-ESRGAN's weights on VGG16")
     vgg16_backbone: Optional[str] = Field(
         None, description="local VGG16 features file for the perceptual loss; null: $SRPIPE_VGG16_BACKBONE or download")
+    best_metric: Literal["psnr", "lpips"] = Field("psnr", description=(
+        "what picks best.pt: validation PSNR (higher), or LPIPS (lower; for perceptual and GAN training)"))
     chroma_weight: Optional[float] = Field(None, ge=0, le=1, description=(
         "null: the loss on R, G, B; a number: on BT.601 Y (what PSNR/SSIM score) plus this times on Cb and Cr"))
     lr: float = Field(2e-4, gt=0, le=1)

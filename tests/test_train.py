@@ -457,3 +457,23 @@ def test_a_perceptual_run_logs_each_term_and_trains_other_weights(tmp_path, data
     for total, pixel, vgg in zip(*series.values()):
         assert total == pytest.approx(pixel + vgg, rel=1e-4)
     assert "train/loss_perceptual" not in EventAccumulator(str(tmp_path / "plain" / "tb")).Reload().Tags()["scalars"]
+
+
+def test_best_metric_lpips_keeps_the_epoch_of_the_lowest_validation_lpips(tmp_path, data, backbone, monkeypatch):
+    """Scripted validation scores where PSNR and LPIPS disagree: psnr keeps epoch 2, lpips epoch 1."""
+    from srpipe.training.loop import Trainer
+
+    monkeypatch.setenv("SRPIPE_LPIPS_BACKBONE", str(backbone))
+    real = run(data, tmp_path / "real", epochs=1, best_metric="lpips")  # the real LPIPS, in the log
+    assert 0 < pd.read_csv(tmp_path / "real" / "log.csv")["val_lpips"][0] == real["best_val_lpips"] < 1
+    scripted = [{"psnr": 30.0, "ssim": 0.9, "lpips": 0.2}, {"psnr": 31.0, "ssim": 0.9, "lpips": 0.3},
+                {"psnr": 29.0, "ssim": 0.9, "lpips": 0.25}]
+    for metric, epoch in (("lpips", 1), ("psnr", 2)):
+        scores = iter(scripted)
+        monkeypatch.setattr(Trainer, "validate", lambda self: next(scores))
+        summary = run(data, tmp_path / metric, epochs=3, best_metric=metric)
+        saved = torch.load(tmp_path / metric / "best.pt", weights_only=True)
+        assert summary["best_epoch"] == saved["epoch"] == epoch
+        assert summary["best_val_psnr"] == scripted[epoch - 1]["psnr"]
+        assert ("best_val_lpips" in summary) == (metric == "lpips")
+    assert summary.get("best_val_lpips") is None and saved["val_psnr"] == 31.0

@@ -27,6 +27,7 @@ from ..degradations import CropDegrader
 from ..evaluate import evaluate, summarize
 from ..hardware import available_cores
 from ..io import SrpipeError, atomic_path
+from ..metrics import LPIPS
 from ..models import build_model, count_parameters, macs_per_output_pixel, save_checkpoint, zero_init_residual
 from ..patches import ImageStore
 from ..progress import progress
@@ -54,17 +55,19 @@ def train(
     cfg: TrainParams,
     crop_border: int,
     degradation: DegradationParams | None = None,
+    lpips_backbone: str | None = None,
 ) -> dict | None:
-    """Train, keeping ``best.pt`` (best validation PSNR), ``last.pt`` (everything needed to resume),
-    TensorBoard logs in ``out_dir/tb`` and one CSV row per epoch. Returns a summary on the main
-    process (None on the others)."""
+    """Train, keeping ``best.pt`` (best validation PSNR, or LPIPS with ``train.best_metric``:
+    ``lpips_backbone`` is its AlexNet file), ``last.pt`` (everything needed to resume), TensorBoard
+    logs in ``out_dir/tb`` and one CSV row per epoch. Returns a summary on the main process (None
+    on the others)."""
     device = pick_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     ddp = Distributed(device)
     try:
         trainer = Trainer(Path(patches_dir), Path(valid_dir), Path(out_dir), Path(log_csv), scale, seed, model_cfg,
-                          cfg, crop_border, device, ddp, degradation)
+                          cfg, crop_border, device, ddp, degradation, lpips_backbone)
         return trainer.run()
     finally:
         ddp.close()
@@ -106,7 +109,7 @@ def to_memory_format(model: nn.Module, memory_format: torch.memory_format) -> No
 class Trainer:
     def __init__(self, patches_dir: Path, valid_dir: Path, out_dir: Path, log_csv: Path, scale: int, seed: int,
                  model_cfg: ModelParams, cfg: TrainParams, crop_border: int, device: torch.device,
-                 ddp: Distributed, degradation: DegradationParams | None):
+                 ddp: Distributed, degradation: DegradationParams | None, lpips_backbone: str | None = None):
         risky = lr_warning(cfg.lr, model_cfg.sizes(), model_cfg.name)
         if risky and ddp.main:
             warnings.warn(risky, stacklevel=3)
@@ -124,6 +127,8 @@ class Trainer:
         self.arch = model_arch(model_cfg, scale)
         self.dtype = autocast_dtype(cfg.amp, device)
         self.loss = objective(cfg, self.device)
+        picks_by_lpips = cfg.best_metric == "lpips" and ddp.main  # only the main process validates
+        self.val_metrics = {"lpips": LPIPS(lpips_backbone, str(device))} if picks_by_lpips else None
         self.fingerprint = self._fingerprint()
         state, message = resumable(self.last, self.fingerprint, self.total_steps)
         if message and ddp.main:
@@ -310,7 +315,8 @@ class Trainer:
         scored = self.ema.module if self.ema is not None else self.model
         scored.eval()
         upscaler = tiled_upscaler(torch_upscaler(scored), self.scale, self.cfg.val_tile, VAL_OVERLAP)
-        scores = summarize(evaluate(upscaler, self.valid, self.crop_border, desc="validate"))
+        scores = summarize(evaluate(upscaler, self.valid, self.crop_border, perceptual=self.val_metrics,
+                                    desc="validate"))
         self.model.train()
         return scores
 
@@ -325,7 +331,7 @@ class Trainer:
         if self.ddp.main:
             val = self._log_epoch(epoch, loss, norms)
             if not diverged:
-                self._keep_epoch(epoch, val["psnr"])
+                self._keep_epoch(epoch, val)
             with atomic_path(self.log_csv) as tmp:
                 pd.DataFrame(p.history).to_csv(tmp, index=False)
         self.ddp.barrier()
@@ -342,20 +348,24 @@ class Trainer:
         val = self.validate()
         clip = self.cfg.grad_clip
         row = {"epoch": epoch, "loss": loss, "val_psnr": val["psnr"], "val_ssim": val["ssim"],
+               **({"val_lpips": val["lpips"]} if "lpips" in val else {}),
                "lr": self.optimizer.param_groups[0]["lr"], "step": p.step, "minutes": round(p.seconds / 60, 4),
                "grad_norm": float(np.median(grad_norms)), "clipped": float(np.mean(grad_norms > clip)) if clip else 0.0}
         p.history.append(row)
-        self.board.scalars(p.step, {"val/psnr": val["psnr"], "val/ssim": val["ssim"]})
-        tqdm.write(f"epoch {epoch}: loss {loss:.4f}  val PSNR {val['psnr']:.3f} dB  SSIM {val['ssim']:.4f}")
+        self.board.scalars(p.step, {f"val/{k}": v for k, v in val.items()})
+        lpips = f"  LPIPS {val['lpips']:.4f}" if "lpips" in val else ""
+        tqdm.write(f"epoch {epoch}: loss {loss:.4f}  val PSNR {val['psnr']:.3f} dB  SSIM {val['ssim']:.4f}{lpips}")
         return val
 
-    def _keep_epoch(self, epoch: int, psnr: float) -> None:
-        """best.pt (if the best so far), the snapshot (if due) and last.pt."""
-        p = self.progress
+    def _keep_epoch(self, epoch: int, val: dict[str, float]) -> None:
+        """best.pt (if the best so far by ``train.best_metric``), the snapshot (if due) and last.pt."""
+        p, psnr = self.progress, val["psnr"]
         scored = self.ema.module if self.ema is not None else self.model
-        if psnr > p.best_psnr:
-            p.best_psnr, p.best_epoch = psnr, epoch
-            save_checkpoint(self.out_dir / "best.pt", scored, self.arch, epoch=epoch, val_psnr=psnr)
+        better = val["lpips"] < p.best_lpips if self.cfg.best_metric == "lpips" else psnr > p.best_psnr
+        if better:
+            p.best_psnr, p.best_lpips, p.best_epoch = psnr, val.get("lpips", math.inf), epoch
+            scores = {"val_psnr": psnr, **({"val_lpips": val["lpips"]} if "lpips" in val else {})}
+            save_checkpoint(self.out_dir / "best.pt", scored, self.arch, epoch=epoch, **scores)
         if self.cfg.snapshot_every and epoch % self.cfg.snapshot_every == 0:
             save_checkpoint(self.out_dir / "snapshots" / f"epoch_{epoch:04d}.pt", scored, self.arch,
                             epoch=epoch, step=p.step, val_psnr=psnr)
@@ -372,6 +382,7 @@ class Trainer:
 
     def summary(self, seconds: float) -> dict:
         p = self.progress
-        return {"best_val_psnr": p.best_psnr, "best_epoch": p.best_epoch, "final_loss": p.history[-1]["loss"],
+        lpips = {"best_val_lpips": p.best_lpips} if self.cfg.best_metric == "lpips" else {}
+        return {"best_val_psnr": p.best_psnr, **lpips, "best_epoch": p.best_epoch, "final_loss": p.history[-1]["loss"],
                 **self.model_stats, "steps": p.step, "train_seconds": round(seconds, 1),
                 "precision": "bf16" if self.dtype else "fp32"}

@@ -32,7 +32,7 @@ def model_arch(model_cfg: ModelParams, scale: int) -> dict:
 # train params added after runs were saved, with the value that behaves as those runs did: left out
 # of the fingerprint at that value, so a run saved before the param existed still resumes
 ADDED_LATER = {"zero_init_residual": False, "pixel_weight": 1.0, "perceptual_weight": 0.0,
-               "perceptual_layers": PERCEPTUAL_LAYERS}
+               "perceptual_layers": PERCEPTUAL_LAYERS, "best_metric": "psnr"}
 
 
 def run_fingerprint(arch: dict, cfg: TrainParams, seed: int, data: str, **extra) -> dict:
@@ -60,7 +60,8 @@ class Progress:
     ``save_every`` steps."""
 
     step: int = 0  # optimiser steps done
-    best_psnr: float = -math.inf
+    best_psnr: float = -math.inf  # of the best epoch (by train.best_metric)
+    best_lpips: float = math.inf  # of the best epoch, with train.best_metric: lpips
     best_epoch: int = 0
     history: list[dict] = field(default_factory=list)  # one row per finished epoch
     epoch_losses: list[float] = field(default_factory=list)  # of the unfinished epoch
