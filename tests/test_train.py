@@ -457,6 +457,9 @@ def test_a_perceptual_run_logs_each_term_and_trains_other_weights(tmp_path, data
     for total, pixel, vgg in zip(*series.values()):
         assert total == pytest.approx(pixel + vgg, rel=1e-4)
     assert "train/loss_perceptual" not in EventAccumulator(str(tmp_path / "plain" / "tb")).Reload().Tags()["scalars"]
+    epochs = pd.read_csv(tmp_path / "perceptual" / "log.csv")  # and their epoch means in train_log.csv
+    assert (epochs["loss_pixel"] + epochs["loss_perceptual"]).to_numpy() == pytest.approx(epochs["loss"].to_numpy())
+    assert "loss_pixel" not in pd.read_csv(tmp_path / "plain" / "log.csv")
 
 
 def test_best_metric_lpips_keeps_the_epoch_of_the_lowest_validation_lpips(tmp_path, data, backbone, monkeypatch):

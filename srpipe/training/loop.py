@@ -244,13 +244,15 @@ class Trainer:
             p.step += 1
             p.epoch_losses.append(loss)
             p.epoch_grad_norms.append(grad_norm)
+            for name, value in self.step_terms.items():
+                p.epoch_terms.setdefault(name, []).append(value)
             rate = cfg.batch_size * cfg.grad_accum / max(1e-9, time.perf_counter() - tick)
             p.seconds += time.perf_counter() - tick
             tick = time.perf_counter()
             lr = self.scheduler.get_last_lr()[0]
             bar.update(1)
             bar.set_postfix(epoch=self.epoch, loss=f"{loss:.4f}", lr=f"{lr:.2e}", patches_s=f"{rate:.0f}")
-            terms = {f"train/loss_{name}": value for name, value in getattr(self.loss, "terms", {}).items()}
+            terms = {f"train/loss_{name}": value for name, value in self.step_terms.items()}
             self.board.scalars(p.step, {"train/loss": loss, "train/lr": lr, "train/patches_per_s": rate,
                                         "train/grad_norm": grad_norm, **terms})
             if p.step % self.steps_per_epoch == 0:
@@ -271,7 +273,7 @@ class Trainer:
         processes and the gradients' global norm before clipping."""
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
+        step_loss, terms = 0.0, {}
         for micro in range(cfg.grad_accum):
             lr_batch, hr_batch = (t.to(self.device, non_blocking=True) for t in next(batches))
             lr_batch = lr_batch.contiguous(memory_format=self.memory_format)  # batches come channels-last
@@ -283,7 +285,10 @@ class Trainer:
                 loss = self.loss(self.net(lr_batch).float(), hr_batch) / cfg.grad_accum
             loss.backward()
             step_loss += loss.item()
+            for name, value in getattr(self.loss, "terms", {}).items():  # the weighted terms of a composite loss
+                terms[name] = terms.get(name, 0.0) + value / cfg.grad_accum
         step_loss = self.ddp.mean(step_loss)
+        self.step_terms = {name: self.ddp.mean(value) for name, value in terms.items()}
         if not math.isfinite(step_loss):
             raise SrpipeError(f"non-finite loss ({step_loss}) at step {self.progress.step} (epoch {self.epoch}); "
                               f"the last good checkpoint is kept in {self.last}")
@@ -326,10 +331,11 @@ class Trainer:
         p = self.progress
         loss, p.epoch_losses = float(np.mean(p.epoch_losses)), []
         norms, p.epoch_grad_norms = np.asarray(p.epoch_grad_norms), []
+        terms, p.epoch_terms = {f"loss_{k}": float(np.mean(v)) for k, v in p.epoch_terms.items()}, {}
         floor, self.loss_floor = self.loss_floor, min(self.loss_floor, loss)
         diverged, epoch = loss > DIVERGED * floor, p.step // self.steps_per_epoch
         if self.ddp.main:
-            val = self._log_epoch(epoch, loss, norms)
+            val = self._log_epoch(epoch, loss, norms, terms)
             if not diverged:
                 self._keep_epoch(epoch, val)
             with atomic_path(self.log_csv) as tmp:
@@ -341,15 +347,16 @@ class Trainer:
                 f"lowest so far ({floor:.4g}); {self.last} and best.pt are kept as the last good epoch left them; "
                 f"lower train.lr (e.g. to {self.cfg.lr / 2:g}) or set train.grad_clip, and run again")
 
-    def _log_epoch(self, epoch: int, loss: float, grad_norms: np.ndarray) -> dict[str, float]:
+    def _log_epoch(self, epoch: int, loss: float, grad_norms: np.ndarray, terms: dict[str, float]) -> dict[str, float]:
         """Validate, and record the epoch in the history, TensorBoard and the console: with the
-        median gradient norm and the share of steps that ``train.grad_clip`` clipped."""
+        median gradient norm, the share of steps that ``train.grad_clip`` clipped, and the mean of
+        each term of a composite loss (``loss_pixel``, ``loss_perceptual``)."""
         p = self.progress
         val = self.validate()
         clip = self.cfg.grad_clip
         row = {"epoch": epoch, "loss": loss, "val_psnr": val["psnr"], "val_ssim": val["ssim"],
                **({"val_lpips": val["lpips"]} if "lpips" in val else {}),
-               "lr": self.optimizer.param_groups[0]["lr"], "step": p.step, "minutes": round(p.seconds / 60, 4),
+               **terms, "lr": self.optimizer.param_groups[0]["lr"], "step": p.step, "minutes": round(p.seconds / 60, 4),
                "grad_norm": float(np.median(grad_norms)), "clipped": float(np.mean(grad_norms > clip)) if clip else 0.0}
         p.history.append(row)
         self.board.scalars(p.step, {f"val/{k}": v for k, v in val.items()})

@@ -66,6 +66,7 @@ class Progress:
     history: list[dict] = field(default_factory=list)  # one row per finished epoch
     epoch_losses: list[float] = field(default_factory=list)  # of the unfinished epoch
     epoch_grad_norms: list[float] = field(default_factory=list)  # before clipping, of the unfinished epoch
+    epoch_terms: dict[str, list[float]] = field(default_factory=dict)  # a composite loss's terms, unfinished epoch
     seconds: float = 0.0  # wall time of the steps done (validation included), over restarts
 
     def as_dict(self) -> dict:
