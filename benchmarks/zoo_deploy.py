@@ -31,7 +31,6 @@ import torch
 
 from srpipe.benchmark import measure_engine
 from srpipe.config import OWN_ARCHS, ZOO_ARCHS, ModelParams, TrainParams
-from srpipe.data import prepare, source_files
 from srpipe.datasets import dataset_files
 from srpipe.evaluate import score_source, summarize
 from srpipe.export import calibration_patches, export_onnx, onnx_path, quantize_int8
@@ -39,9 +38,10 @@ from srpipe.imresize import crop_to_multiple, imresize
 from srpipe.io import read_image
 from srpipe.modelfile import open_model_file
 from srpipe.models import build_model, count_parameters, macs_per_output_pixel
-from srpipe.patches import extract
 from srpipe.training import model_arch, step_seconds
 from srpipe.upscalers import onnx_upscaler, ort_session
+
+from compile_speedup import sample_store  # a sibling script in benchmarks/
 
 
 def graph_parameters(path: Path) -> int:
@@ -74,13 +74,10 @@ def int8_loss(fp32: Path, int8: Path, set5: str) -> float:
 
 def train_step_ms(name: str, work: Path, steps: int) -> float:
     """ms of one training step of the recipe's shape, by srpipe's trainer (eager)."""
-    if not (work / "store").exists():
-        prepare(source_files("sample-train"), work / "train", 2)
-        prepare(source_files("sample-valid"), work / "valid", 2)
-        extract(work / "train", work / "store", 2)
+    store, valid = (work / "store", work / "valid") if (work / "store").exists() else sample_store(work)
     cfg = TrainParams(batch_size=16, patch_size=64, amp="auto", channels_last=True, feature_stats_every=0)
     with tempfile.TemporaryDirectory() as scratch:
-        step, _ = step_seconds(work / "store", work / "valid", scratch, 2, 0, ModelParams(name=name), cfg, steps)
+        step, _ = step_seconds(store, valid, scratch, 2, 0, ModelParams(name=name), cfg, steps)
     return step * 1000
 
 

@@ -16,10 +16,10 @@ import numpy as np
 
 from .io import SrpipeError
 from .metrics import cropped_pair
+from .vgg import IMAGENET_MEAN, IMAGENET_STD
 
 STAGE_ENDS = (4, 9, 16, 23, 30)  # VGG16 features: the max-pools at 4, 9, 16, 23 end a stage
 CHANNELS = (3, 64, 128, 256, 512, 512)  # the image, then each stage's output
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def dists_weights() -> tuple:

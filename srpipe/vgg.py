@@ -14,6 +14,7 @@ from pathlib import Path
 from .io import SrpipeError
 
 VGG16_ENV = "SRPIPE_VGG16_BACKBONE"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # VGG16's input normalisation
 # torchvision's vgg16().features: the index of each convolution (its output is the layer's pre-ReLU feature)
 VGG16_CONVS = {"conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7, "conv3_1": 10, "conv3_2": 12, "conv3_3": 14,
                "conv4_1": 17, "conv4_2": 19, "conv4_3": 21, "conv5_1": 24, "conv5_2": 26, "conv5_3": 28}

@@ -94,7 +94,6 @@ def step_seconds(patches_dir: str | Path, valid_dir: str | Path, scratch_dir: st
         trainer.board.close()
 
 
-
 def to_memory_format(model: nn.Module, memory_format: torch.memory_format) -> None:
     """The parameters in ``memory_format``; the buffers (constants such as EDSR's mean) stay in
     the default layout: DDP's broadcast of buffers refuses a channels_last (1, C, 1, 1) tensor
@@ -354,9 +353,8 @@ class Trainer:
         p = self.progress
         val = self.validate()
         clip = self.cfg.grad_clip
-        row = {"epoch": epoch, "loss": loss, "val_psnr": val["psnr"], "val_ssim": val["ssim"],
-               **({"val_lpips": val["lpips"]} if "lpips" in val else {}),
-               **terms, "lr": self.optimizer.param_groups[0]["lr"], "step": p.step, "minutes": round(p.seconds / 60, 4),
+        row = {"epoch": epoch, "loss": loss, **{f"val_{k}": v for k, v in val.items()}, **terms,
+               "lr": self.optimizer.param_groups[0]["lr"], "step": p.step, "minutes": round(p.seconds / 60, 4),
                "grad_norm": float(np.median(grad_norms)), "clipped": float(np.mean(grad_norms > clip)) if clip else 0.0}
         p.history.append(row)
         self.board.scalars(p.step, {f"val/{k}": v for k, v in val.items()})

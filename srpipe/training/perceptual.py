@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from ..vgg import IMAGENET_MEAN, IMAGENET_STD, VGG16_CONVS, vgg16_features
 
 
 class PerceptualLoss(nn.Module):
@@ -22,8 +22,6 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, layers: dict[str, float], backbone: str | Path | None = None):
         super().__init__()
-        from ..vgg import VGG16_CONVS, vgg16_features
-
         features = vgg16_features(backbone, why="train.perceptual_weight")
         for module in features:
             if isinstance(module, nn.ReLU):
