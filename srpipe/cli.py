@@ -198,7 +198,7 @@ def train(
     for path in (out / "last.pt", history, metrics):
         check_writable(path)
     summary = run_train(patches, valid, out, history, p.scale, p.seed, p.model, p.train, p.eval.crop(p.scale),
-                        p.degradation, p.eval.lpips_backbone)
+                        p.degradation, p.eval.lpips_backbone, p.discriminator)
     if summary is not None:  # only the main process writes
         write_json(metrics, summary)
         typer.echo(f"best validation PSNR {summary['best_val_psnr']:.3f} dB at epoch {summary['best_epoch']}")

@@ -277,6 +277,8 @@ class TrainParams(_Section):
         description="VGG16 layer (pre-ReLU) -> weight of its L1 term; default: Real-ESRGAN's weights on VGG16")
     vgg16_backbone: Optional[str] = Field(
         None, description="local VGG16 features file for the perceptual loss; null: $SRPIPE_VGG16_BACKBONE or download")
+    gan_weight: float = Field(0.0, ge=0, description=(
+        "weight of the adversarial loss against the `discriminator` (Real-ESRGAN: 0.1); 0: off"))
     best_metric: Literal["psnr", "lpips"] = Field("psnr", description=(
         "what picks best.pt: validation PSNR (higher), or LPIPS (lower; for perceptual and GAN training)"))
     chroma_weight: Optional[float] = Field(None, ge=0, le=1, description=(
@@ -319,6 +321,23 @@ class TrainParams(_Section):
         if not all(0 <= b < 1 for b in v):
             raise ValueError("both betas must be in [0, 1)")
         return v
+
+
+class DiscriminatorParams(_Section):
+    """The GAN's discriminator (used when ``train.gan_weight`` > 0). Its schedule has the shape of
+    ``train``'s (warm-up, then cosine, linear or step) on its own ``lr``."""
+
+    name: Literal["unet_sn", "patchgan_sn"] = Field("unet_sn", description=(
+        "unet_sn: Real-ESRGAN's U-Net with spectral norm (a real/fake score per pixel); patchgan_sn: "
+        "pix2pix's 70x70 PatchGAN with spectral norm (a score per patch, cheaper)"))
+    features: int = Field(64, ge=4, le=512, description="channels of the first layer (doubled at each downsampling)")
+    lr: float = Field(1e-4, gt=0, le=1)
+    betas: tuple[float, float] = (0.9, 0.99)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return TrainParams._betas_in_range(v)
 
 
 class EvalParams(_Section):
@@ -387,6 +406,7 @@ class Params(_Section):
     degradation: DegradationParams = Field(default_factory=DegradationParams)
     model: ModelParams = Field(default_factory=ModelParams)
     train: TrainParams = Field(default_factory=TrainParams)
+    discriminator: DiscriminatorParams = Field(default_factory=DiscriminatorParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     export: ExportParams = Field(default_factory=ExportParams)
     benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)

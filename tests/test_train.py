@@ -58,8 +58,13 @@ TINY_ZOO = {"span": {"name": "span", "kwargs": {"feature_channels": 8}},
             "compact": {"name": "compact", "kwargs": {"num_feat": 8, "num_conv": 2}}}
 
 
-def project(tmp_path, data, model=TINY_MODEL, **train_kw):
-    params = {"model": model, "train": {**TINY_TRAIN, **train_kw}}
+# a GAN run: Real-ESRGAN's U-Net discriminator (spectral norm), tiny
+TINY_GAN = {"gan_weight": 0.1, "discriminator": {"features": 8}}
+
+
+def project(tmp_path, data, model=TINY_MODEL, discriminator=None, **train_kw):
+    params = {"model": model, "train": {**TINY_TRAIN, **train_kw}, **({"discriminator": discriminator} if discriminator
+                                                                     else {})}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return ["--patches", str(data / "patches"), "--valid", str(data / "prepared" / "valid")]
 
@@ -71,10 +76,12 @@ def saved_step(path):
         return None
 
 
-@pytest.mark.parametrize("model", [TINY_MODEL, *TINY_ZOO.values()], ids=["edsr", *TINY_ZOO])
-def test_sigkill_mid_epoch_resumes_from_the_last_save_to_the_same_weights(tmp_path, data, model):
-    # 3 epochs of 40 steps; last.pt every 7 steps inside an epoch and at each epoch's end
-    paths = project(tmp_path, data, model, steps_per_epoch=40, save_every=7)
+@pytest.mark.parametrize("model,gan", [(TINY_MODEL, {}), *((m, {}) for m in TINY_ZOO.values()), (TINY_MODEL, TINY_GAN)],
+                         ids=["edsr", *TINY_ZOO, "edsr-gan"])
+def test_sigkill_mid_epoch_resumes_from_the_last_save_to_the_same_weights(tmp_path, data, model, gan):
+    # 3 epochs of 40 steps; last.pt every 7 steps inside an epoch and at each epoch's end; with a
+    # GAN, the discriminator (its spectral norm's vectors included), its Adam and schedule too
+    paths = project(tmp_path, data, model, steps_per_epoch=40, save_every=7, **gan)
     whole = cli(tmp_path, "train", *paths, "--out", "whole", "--set", "train.save_every=0")
     assert whole.wait(timeout=300) == 0, whole.stdout.read()
 
@@ -101,6 +108,13 @@ def test_sigkill_mid_epoch_resumes_from_the_last_save_to_the_same_weights(tmp_pa
     assert f"resuming from resumed/last.pt at step {step} of 120" in output
     a, b = weights(tmp_path / "whole" / "last.pt"), weights(last)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if gan:
+        a, b = (torch.load(f, weights_only=True)["discriminator"] for f in (tmp_path / "whole" / "last.pt", last))
+        assert any(k.endswith("._u") for k in a["model"]) and a["scheduler"] == b["scheduler"]
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+        assert all(torch.equal(x, y) for i in a["optimizer"]["state"]
+                   for x, y in zip(a["optimizer"]["state"][i].values(), b["optimizer"]["state"][i].values()))
+
     def history(path):  # all but the wall-clock minutes, which a kill and restart change
         rows = torch.load(path, weights_only=True)["progress"]["history"]
         return [{k: v for k, v in row.items() if k != "minutes"} for row in rows]
@@ -249,11 +263,13 @@ def test_summary_tensorboard_and_warning(tmp_path, data):
     assert list(log["epoch"]) == [1, 2] and np.isfinite(log["loss"]).all()
 
 
-@pytest.mark.parametrize("model,channels_last", [(TINY_MODEL, False), (TINY_ZOO["span"], False), (TINY_MODEL, True)],
-                         ids=["edsr", "span", "edsr-channels-last"])
-def test_ddp_on_two_cpu_processes_matches_one(tmp_path, data, model, channels_last):
-    # channels_last: DDP's buffer broadcast refused EDSR's (1, 3, 1, 1) mean once it was channels_last
-    paths = project(tmp_path, data, model, epochs=2, batch_size=8, channels_last=channels_last)
+@pytest.mark.parametrize("model,channels_last,gan", [(TINY_MODEL, False, {}), (TINY_ZOO["span"], False, {}),
+                                                     (TINY_MODEL, True, {}), (TINY_MODEL, False, TINY_GAN)],
+                         ids=["edsr", "span", "edsr-channels-last", "edsr-gan"])
+def test_ddp_on_two_cpu_processes_matches_one(tmp_path, data, model, channels_last, gan):
+    # channels_last: DDP's buffer broadcast refused EDSR's (1, 3, 1, 1) mean once it was channels_last;
+    # gan: the discriminator under DDP too, its real and fake halves in one forward
+    paths = project(tmp_path, data, model, epochs=2, batch_size=8, channels_last=channels_last, **gan)
     ddp = cli(tmp_path, "train", *paths, "--out", "ddp", "--history", "ddp.csv", "--metrics", "ddp.json",
               torchrun=True)
     output = ddp.communicate(timeout=300)[0]
@@ -265,6 +281,8 @@ def test_ddp_on_two_cpu_processes_matches_one(tmp_path, data, model, channels_la
     assert len(a["progress"]["history"]) == 2
     for x, y in zip(a["progress"]["history"], b["progress"]["history"]):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-5)
+        if gan:
+            assert x["loss_d_real"] == pytest.approx(y["loss_d_real"], rel=1e-4) and x["d_fake"] > 0
         assert x["val_psnr"] == pytest.approx(y["val_psnr"], abs=0.01)
     assert len(list((tmp_path / "ddp" / "tb").iterdir())) == 1  # only rank 0 wrote
     assert output.count("best validation PSNR") == 1
@@ -468,7 +486,8 @@ def test_best_metric_lpips_keeps_the_epoch_of_the_lowest_validation_lpips(tmp_pa
 
     monkeypatch.setenv("SRPIPE_LPIPS_BACKBONE", str(backbone))
     real = run(data, tmp_path / "real", epochs=1, best_metric="lpips")  # the real LPIPS, in the log
-    assert 0 < pd.read_csv(tmp_path / "real" / "log.csv")["val_lpips"][0] == real["best_val_lpips"] < 1
+    log = pd.read_csv(tmp_path / "real" / "log.csv")  # the perceptual track validates DISTS too
+    assert 0 < log["val_lpips"][0] == real["best_val_lpips"] < 1 and 0 < log["val_dists"][0] < 1
     scripted = [{"psnr": 30.0, "ssim": 0.9, "lpips": 0.2}, {"psnr": 31.0, "ssim": 0.9, "lpips": 0.3},
                 {"psnr": 29.0, "ssim": 0.9, "lpips": 0.25}]
     for metric, epoch in (("lpips", 1), ("psnr", 2)):

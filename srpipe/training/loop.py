@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..config import DegradationParams, ModelParams, TrainParams
+from ..config import DegradationParams, DiscriminatorParams, ModelParams, TrainParams
 from ..data import prepared_pairs
 from ..degradations import CropDegrader
 from ..evaluate import evaluate, summarize
@@ -33,6 +33,7 @@ from ..patches import ImageStore
 from ..progress import progress
 from ..upscale import tiled_upscaler
 from ..upscalers import torch_upscaler
+from .adversarial import D_WINS, Adversary, discriminator_wins
 from .recipe import autocast_dtype, lr_lambda, lr_warning, objective
 from .runtime import Board, Distributed, loader_workers, pick_device
 from .sampling import CropDataset, RunSampler, epoch_steps, make_loader
@@ -56,18 +57,19 @@ def train(
     crop_border: int,
     degradation: DegradationParams | None = None,
     lpips_backbone: str | None = None,
+    discriminator: DiscriminatorParams | None = None,
 ) -> dict | None:
     """Train, keeping ``best.pt`` (best validation PSNR, or LPIPS with ``train.best_metric``:
     ``lpips_backbone`` is its AlexNet file), ``last.pt`` (everything needed to resume), TensorBoard
-    logs in ``out_dir/tb`` and one CSV row per epoch. Returns a summary on the main process (None
-    on the others)."""
+    logs in ``out_dir/tb`` and one CSV row per epoch. ``discriminator`` is the GAN's, used when
+    ``train.gan_weight`` > 0. Returns a summary on the main process (None on the others)."""
     device = pick_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     ddp = Distributed(device)
     try:
         trainer = Trainer(Path(patches_dir), Path(valid_dir), Path(out_dir), Path(log_csv), scale, seed, model_cfg,
-                          cfg, crop_border, device, ddp, degradation, lpips_backbone)
+                          cfg, crop_border, device, ddp, degradation, lpips_backbone, discriminator)
         return trainer.run()
     finally:
         ddp.close()
@@ -75,7 +77,8 @@ def train(
 
 def step_seconds(patches_dir: str | Path, valid_dir: str | Path, scratch_dir: str | Path, scale: int, seed: int,
                  model_cfg: ModelParams, cfg: TrainParams, steps: int = 20,
-                 degradation: DegradationParams | None = None) -> tuple[float, float]:
+                 degradation: DegradationParams | None = None,
+                 discriminator: DiscriminatorParams | None = None) -> tuple[float, float]:
     """(seconds per optimiser step, seconds per validation) of this configuration on this machine:
     the mean of ``steps`` real steps of a throwaway trainer in ``scratch_dir``, and one validation
     of it. How a time budget becomes a fixed number of iterations, so that the run itself stays
@@ -84,7 +87,7 @@ def step_seconds(patches_dir: str | Path, valid_dir: str | Path, scratch_dir: st
     trainer = Trainer(Path(patches_dir), Path(valid_dir), Path(scratch_dir), Path(scratch_dir) / "log.csv", scale,
                       seed, model_cfg, cfg.model_copy(update={"epochs": 1, "steps_per_epoch": steps + TIMING_WARMUP,
                                                             "feature_stats_every": 0}), 0, device,
-                      Distributed(device), degradation)
+                      Distributed(device), degradation, discriminator=discriminator)
     try:
         step = trainer.seconds_per_step(steps)
         start = time.perf_counter()
@@ -108,7 +111,8 @@ def to_memory_format(model: nn.Module, memory_format: torch.memory_format) -> No
 class Trainer:
     def __init__(self, patches_dir: Path, valid_dir: Path, out_dir: Path, log_csv: Path, scale: int, seed: int,
                  model_cfg: ModelParams, cfg: TrainParams, crop_border: int, device: torch.device,
-                 ddp: Distributed, degradation: DegradationParams | None, lpips_backbone: str | None = None):
+                 ddp: Distributed, degradation: DegradationParams | None, lpips_backbone: str | None = None,
+                 discriminator: DiscriminatorParams | None = None):
         risky = lr_warning(cfg.lr, model_cfg.sizes(), model_cfg.name)
         if risky and ddp.main:
             warnings.warn(risky, stacklevel=3)
@@ -126,8 +130,8 @@ class Trainer:
         self.arch = model_arch(model_cfg, scale)
         self.dtype = autocast_dtype(cfg.amp, device)
         self.loss = objective(cfg, self.device)
-        picks_by_lpips = cfg.best_metric == "lpips" and ddp.main  # only the main process validates
-        self.val_metrics = {"lpips": LPIPS(lpips_backbone, str(device))} if picks_by_lpips else None
+        self.disc_cfg = (discriminator or DiscriminatorParams()) if cfg.gan_weight else None
+        self.val_metrics = self._val_metrics(lpips_backbone) if ddp.main else None  # only the main process validates
         self.fingerprint = self._fingerprint()
         state, message = resumable(self.last, self.fingerprint, self.total_steps)
         if message and ddp.main:
@@ -162,8 +166,19 @@ class Trainer:
         cfg = self.cfg
         on_the_fly = self.on_the_fly.model_dump() if self.on_the_fly else None
         init = {"init_sha256": file_sha256(cfg.init_from)} if cfg.init_from else {}
+        gan = {"discriminator": self.disc_cfg.model_dump()} if self.disc_cfg else {}
         return run_fingerprint(self.arch, cfg, self.seed, self.store.fingerprint(),
-                               precision="bf16" if self.dtype else "fp32", on_the_fly=on_the_fly, **init)
+                               precision="bf16" if self.dtype else "fp32", on_the_fly=on_the_fly, **init, **gan)
+
+    def _val_metrics(self, lpips_backbone: str | None) -> dict | None:
+        """LPIPS (AlexNet) and DISTS (VGG16) in every validation when the perceptual track is on
+        (a perceptual or GAN loss, or best.pt picked by LPIPS); None otherwise (PSNR/SSIM only)."""
+        cfg = self.cfg
+        if not (cfg.perceptual_weight or cfg.gan_weight or cfg.best_metric == "lpips"):
+            return None
+        from ..dists import DISTS
+
+        return {"lpips": LPIPS(lpips_backbone, str(self.device)), "dists": DISTS(cfg.vgg16_backbone, str(self.device))}
 
     def _set_up_model(self, init_from: str | None) -> None:
         """The model (from ``init_from``'s matching tensors on a fresh start), optimiser, schedule, EMA."""
@@ -194,6 +209,11 @@ class Trainer:
         if cfg.ema:
             ema_fn = torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema)
             self.ema = torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=ema_fn)
+        self.adversary = None
+        if self.disc_cfg:  # built after the generator, so that its initial weights follow from the seed too
+            disc_lr = lr_lambda(cfg, self.steps_per_epoch)
+            self.adversary = Adversary(self.disc_cfg, cfg.gan_weight, disc_lr, self.crop, self.device,
+                                       self.ddp.enabled, self.memory_format, self.device.type in FUSED_ADAM)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         net = torch.compile(model) if self.cfg.compile else model
@@ -208,6 +228,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.adversary is not None:
+            self.adversary.load_state_dict(state["discriminator"])
         torch.set_rng_state(state["rng"]["torch"])
         self.progress = Progress(**state["progress"])
 
@@ -251,7 +273,7 @@ class Trainer:
             lr = self.scheduler.get_last_lr()[0]
             bar.update(1)
             bar.set_postfix(epoch=self.epoch, loss=f"{loss:.4f}", lr=f"{lr:.2e}", patches_s=f"{rate:.0f}")
-            terms = {f"train/loss_{name}": value for name, value in self.step_terms.items()}
+            terms = {f"train/{name}": value for name, value in self.step_terms.items()}
             self.board.scalars(p.step, {"train/loss": loss, "train/lr": lr, "train/patches_per_s": rate,
                                         "train/grad_norm": grad_norm, **terms})
             if p.step % self.steps_per_epoch == 0:
@@ -272,7 +294,7 @@ class Trainer:
         processes and the gradients' global norm before clipping."""
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
-        step_loss, terms = 0.0, {}
+        step_loss, terms, pairs = 0.0, {}, []
         for micro in range(cfg.grad_accum):
             lr_batch, hr_batch = (t.to(self.device, non_blocking=True) for t in next(batches))
             lr_batch = lr_batch.contiguous(memory_format=self.memory_format)  # batches come channels-last
@@ -281,10 +303,17 @@ class Trainer:
                     self.board.record_features(self.model, lr_batch)
             sync = micro == cfg.grad_accum - 1 or not self.ddp.enabled
             with (contextlib.nullcontext() if sync else self.net.no_sync()), self._autocast():
-                loss = self.loss(self.net(lr_batch).float(), hr_batch) / cfg.grad_accum
+                sr = self.net(lr_batch).float()
+                loss = self.loss(sr, hr_batch)
+                micro_terms = {f"loss_{name}": value for name, value in getattr(self.loss, "terms", {}).items()}
+                if self.adversary is not None:
+                    gan = self.adversary.generator_loss(sr)
+                    loss, micro_terms["loss_gan"] = loss + gan, float(gan.detach())
+                    pairs.append((hr_batch, sr.detach()))
+                loss = loss / cfg.grad_accum
             loss.backward()
             step_loss += loss.item()
-            for name, value in getattr(self.loss, "terms", {}).items():  # the weighted terms of a composite loss
+            for name, value in micro_terms.items():  # the weighted terms of a composite loss
                 terms[name] = terms.get(name, 0.0) + value / cfg.grad_accum
         step_loss = self.ddp.mean(step_loss)
         self.step_terms = {name: self.ddp.mean(value) for name, value in terms.items()}
@@ -296,6 +325,9 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
+        if self.adversary is not None:
+            d_terms = self.adversary.step(pairs, self._autocast)
+            self.step_terms.update({name: self.ddp.mean(value) for name, value in d_terms.items()})
         return step_loss, grad_norm
 
     def _clip_gradients(self) -> float:
@@ -330,7 +362,12 @@ class Trainer:
         p = self.progress
         loss, p.epoch_losses = float(np.mean(p.epoch_losses)), []
         norms, p.epoch_grad_norms = np.asarray(p.epoch_grad_norms), []
-        terms, p.epoch_terms = {f"loss_{k}": float(np.mean(v)) for k, v in p.epoch_terms.items()}, {}
+        if self.adversary is not None and self.ddp.main and discriminator_wins(p.epoch_terms["loss_d_real"],
+                                                                               p.epoch_terms["loss_d_fake"]):
+            warnings.warn(f"epoch {p.step // self.steps_per_epoch}: the discriminator won outright (its loss stayed "
+                          f"below {D_WINS} at every step), so the generator's adversarial term teaches it little; "
+                          "lower discriminator.lr or discriminator.features, or raise train.gan_weight", stacklevel=2)
+        terms, p.epoch_terms = {k: float(np.mean(v)) for k, v in p.epoch_terms.items()}, {}
         floor, self.loss_floor = self.loss_floor, min(self.loss_floor, loss)
         diverged, epoch = loss > DIVERGED * floor, p.step // self.steps_per_epoch
         if self.ddp.main:
@@ -358,8 +395,8 @@ class Trainer:
                "grad_norm": float(np.median(grad_norms)), "clipped": float(np.mean(grad_norms > clip)) if clip else 0.0}
         p.history.append(row)
         self.board.scalars(p.step, {f"val/{k}": v for k, v in val.items()})
-        lpips = f"  LPIPS {val['lpips']:.4f}" if "lpips" in val else ""
-        tqdm.write(f"epoch {epoch}: loss {loss:.4f}  val PSNR {val['psnr']:.3f} dB  SSIM {val['ssim']:.4f}{lpips}")
+        perceptual = "".join(f"  {name.upper()} {val[name]:.4f}" for name in ("lpips", "dists") if name in val)
+        tqdm.write(f"epoch {epoch}: loss {loss:.4f}  val PSNR {val['psnr']:.3f} dB  SSIM {val['ssim']:.4f}{perceptual}")
         return val
 
     def _keep_epoch(self, epoch: int, val: dict[str, float]) -> None:
@@ -382,6 +419,7 @@ class Trainer:
             self.last, self.model, self.arch, epoch=p.step // self.steps_per_epoch,
             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
             ema=self.ema.state_dict() if self.ema is not None else None, rng={"torch": torch.get_rng_state()},
+            discriminator=self.adversary.state_dict() if self.adversary is not None else None,
             fingerprint=self.fingerprint, progress=p.as_dict(),
         )
 

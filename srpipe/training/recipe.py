@@ -52,9 +52,10 @@ def training_loss(cfg: TrainParams) -> Callable[[torch.Tensor, torch.Tensor], to
 
 def objective(cfg: TrainParams, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """What a step minimises: ``train.loss`` alone (the default, the very same function), or
-    ``pixel_weight`` times it plus ``perceptual_weight`` times the VGG16 perceptual loss."""
+    ``pixel_weight`` times it plus ``perceptual_weight`` times the VGG16 perceptual loss, whose
+    terms are logged (a GAN run's adversarial term is added by the trainer)."""
     pixel = training_loss(cfg)
-    if cfg.perceptual_weight == 0 and cfg.pixel_weight == 1:
+    if cfg.perceptual_weight == 0 and cfg.pixel_weight == 1 and cfg.gan_weight == 0:
         return pixel
     from .perceptual import PerceptualLoss, WeightedLoss
 

@@ -1,6 +1,6 @@
 """What a run is and where it stands: its fingerprint, and the state that ``last.pt`` carries.
 
-``last.pt`` holds the model, optimiser, scheduler and EMA, the step reached (mid-epoch too), the
+``last.pt`` holds the model, optimiser, scheduler and EMA (and a GAN's discriminator with its own), the step reached (mid-epoch too), the
 losses of the unfinished epoch, the history and the best score so far, and the fingerprint of
 everything that determines the weights. A restart with the same fingerprint continues from
 that step; any difference starts fresh and names the keys that changed.
@@ -32,7 +32,7 @@ def model_arch(model_cfg: ModelParams, scale: int) -> dict:
 # train params added after runs were saved, with the value that behaves as those runs did: left out
 # of the fingerprint at that value, so a run saved before the param existed still resumes
 ADDED_LATER = {"zero_init_residual": False, "pixel_weight": 1.0, "perceptual_weight": 0.0,
-               "perceptual_layers": PERCEPTUAL_LAYERS, "best_metric": "psnr"}
+               "perceptual_layers": PERCEPTUAL_LAYERS, "best_metric": "psnr", "gan_weight": 0.0}
 
 
 def run_fingerprint(arch: dict, cfg: TrainParams, seed: int, data: str, **extra) -> dict:
