@@ -223,6 +223,7 @@ def evaluate(
     prepared: Annotated[Path, typer.Option(help="prepared evaluation sets (pipeline mode).")] = PREPARED / "eval",
     metrics: Annotated[Path, typer.Option(help="metrics JSON (pipeline mode).")] = Path("metrics/evaluate.json"),
     per_image: Annotated[Path, typer.Option(help="per-image CSV (pipeline mode).")] = Path("stages/evaluate/per_image.csv"),
+    crops: Annotated[Path, typer.Option(help="folder of eval.detail_crops pictures, one subfolder per dataset (pipeline mode).")] = Path("stages/evaluate/crops"),
 ) -> None:
     """PSNR / SSIM (Y channel, border cropped) and LPIPS by the SR evaluation protocol.
 
@@ -236,7 +237,7 @@ def evaluate(
         raise typer.BadParameter("give exactly one of --checkpoint, --onnx, --baseline bicubic")
     if hr_dir is not None and out is None:
         raise typer.BadParameter("--hr-dir needs --out FILE.json")
-    for path in (out, out.with_suffix(".csv")) if hr_dir is not None else (metrics, per_image):
+    for path in (out, out.with_suffix(".csv")) if hr_dir is not None else (metrics, per_image, crops):
         check_writable(path)
     if save_dir is not None:
         check_writable(save_dir, folder=True)
@@ -251,7 +252,7 @@ def evaluate(
     if hr_dir is not None:
         score_folder(p, upscaler, model_scale, label, hr_dir, out, save_dir, ensemble)
     else:
-        score_pipeline(p, upscaler, model_scale, label, prepared, metrics, per_image, save_dir, ensemble)
+        score_pipeline(p, upscaler, model_scale, label, prepared, (metrics, per_image, crops), save_dir, ensemble)
 
 
 def evaluated(p: Params, checkpoint: Path | None, onnx: Path | None, baseline: Baseline | None,
@@ -303,10 +304,11 @@ def score_folder(p: Params, upscaler, scale: int, label: str, hr_dir: str, out: 
         typer.echo(f"{name} on {hr_dir} x{scale}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
 
 
-def score_pipeline(p: Params, upscaler, scale: int, label: str, prepared: Path, metrics: Path, per_image: Path,
+def score_pipeline(p: Params, upscaler, scale: int, label: str, prepared: Path, outs: tuple[Path, Path, Path],
                    save_dir: Path | None, ensemble=None) -> None:
     """The pipeline's evaluate: every dataset of eval.datasets, the model beside bicubic (and its
-    self-ensemble, with ``ensemble``)."""
+    self-ensemble, with ``ensemble``); ``outs``: the metrics JSON, the per-image CSV and the
+    folder of detail crops (HR | bicubic | model, eval.detail_crops per dataset)."""
     import pandas as pd
 
     from .data import load_pairs
@@ -314,22 +316,28 @@ def score_pipeline(p: Params, upscaler, scale: int, label: str, prepared: Path, 
     from .evaluate import evaluate as run_eval, summarize
     from .io import atomic_path
     from .upscalers import bicubic_upscaler
+    from .visualize import write_detail_crops
 
+    metrics, per_image, crops = outs
     kwargs = protocol(p, scale)
     result, tables, rows = {}, [], {}
-    for key in (dataset_key(d) for d in p.eval.datasets):
-        pairs = load_pairs(prepared / key, scale)
-        ours = run_eval(upscaler, pairs, desc=f"{key}: {label}", save_dir=save_dir and save_dir / key, **kwargs)
-        bicubic = run_eval(bicubic_upscaler(scale), pairs, desc=f"{key}: bicubic", **kwargs)
-        rows[(key, label)], rows[(key, "bicubic")] = scores, base = summarize(ours), summarize(bicubic)
-        result[key] = {**scores, "bicubic": base, "psnr_gain_db": scores["psnr"] - base["psnr"]}
-        if ensemble is not None:
-            result[key]["ensemble"] = rows[(key, f"{label} x8")] = summarize(
-                run_eval(ensemble, pairs, desc=f"{key}: {label} x8", **kwargs))
-        tables.append(ours.merge(bicubic, on="image", suffixes=("", "_bicubic")).assign(dataset=key))
-    write_json(metrics, result)
-    with atomic_path(per_image) as tmp:
-        pd.concat(tables).to_csv(tmp, index=False)
+    with atomic_path(crops, clean=True) as crops_tmp:
+        crops_tmp.mkdir()
+        for key in (dataset_key(d) for d in p.eval.datasets):
+            pairs = load_pairs(prepared / key, scale)
+            ours = run_eval(upscaler, pairs, desc=f"{key}: {label}", save_dir=save_dir and save_dir / key, **kwargs)
+            bicubic = run_eval(bicubic_upscaler(scale), pairs, desc=f"{key}: bicubic", **kwargs)
+            rows[(key, label)], rows[(key, "bicubic")] = scores, base = summarize(ours), summarize(bicubic)
+            result[key] = {**scores, "bicubic": base, "psnr_gain_db": scores["psnr"] - base["psnr"]}
+            if ensemble is not None:
+                result[key]["ensemble"] = rows[(key, f"{label} x8")] = summarize(
+                    run_eval(ensemble, pairs, desc=f"{key}: {label} x8", **kwargs))
+            tables.append(ours.merge(bicubic, on="image", suffixes=("", "_bicubic")).assign(dataset=key))
+            write_detail_crops({"bicubic": bicubic_upscaler(scale), label: upscaler}, pairs, scale,
+                               p.eval.detail_crops, crops_tmp / key)
+        write_json(metrics, result)
+        with atomic_path(per_image) as tmp:
+            pd.concat(tables).to_csv(tmp, index=False)
     typer.echo(pd.DataFrame(rows).T.to_string(float_format="%.4f"))
 
 

@@ -350,6 +350,9 @@ class EvalParams(_Section):
     lpips_backbone: Optional[str] = Field(
         None, description="local AlexNet backbone file for LPIPS; null: $SRPIPE_LPIPS_BACKBONE or download"
     )
+    detail_crops: int = Field(3, ge=0, le=20, description=(
+        "evaluate: per dataset, this many fixed crops (the HR windows richest in detail) of HR | bicubic | model "
+        "as PNG image plots in stages/evaluate/crops; 0: none"))
     dists: bool = Field(False, description="also score DISTS (VGG16 structure and texture; lower is closer)")
     vgg16_backbone: Optional[str] = Field(
         None, description="local VGG16 features file for DISTS; null: $SRPIPE_VGG16_BACKBONE or download"

@@ -1,5 +1,6 @@
 """End to end: the real `dvc repro` and `dvc exp run` on a tiny config in a temporary git repo."""
 
+import hashlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from .conftest import ROOT, int8_weights
+from .test_plots import images_drawn
 
 STAGES = ["prepare-degradations", "extract-patches", "train", "evaluate", "export-onnx", "benchmark"]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore",
@@ -23,6 +25,7 @@ TINY = {
     "data": {"limit": 2},
     "model": {"n_resblocks": 1, "n_feats": 8},
     "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "warmup_epochs": 1, "patch_size": 32},
+    "eval": {"detail_crops": 1},
     "export": {"check_images": 1, "calibration_patches": 4, "calibration_size": 16},
     "benchmark": {"sizes": [[24, 24], [32, 40]], "threads": [1], "warmup": 1, "repeats": 10},
 }
@@ -93,6 +96,9 @@ def test_repro_cache_and_experiment(repo):
     assert log[0].startswith("epoch,loss,val_psnr") and len(log) == 3
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     assert set(evaluation) == {"sample-valid", "set5"}
+    crops = sorted(p.relative_to(repo / "stages/evaluate/crops").as_posix()
+                   for p in (repo / "stages/evaluate/crops").rglob("*.png"))
+    assert len(crops) == 2 and crops[1].startswith("set5/"), crops  # eval.detail_crops: 1 per dataset
     for scores in evaluation.values():
         assert 20 < scores["psnr"] < 50 and 0 < scores["ssim"] <= 1 and 0 <= scores["lpips"] < 1
         assert 25 < scores["bicubic"]["psnr"] < 40
@@ -143,6 +149,14 @@ def test_repro_cache_and_experiment(repo):
     assert not [k for k in keys if re.search(r"\d+x\d+|threads\d", k)], sorted(keys)  # no benchmark grid
     psnr = diff["metrics/evaluate.json"]["set5.psnr"]
     assert psnr["old"] != psnr["new"]
+
+    # dvc plots diff: the baseline's and the experiment's detail crops side by side, both drawn in Chromium
+    [name] = sh(repo, "dvc", "exp", "list", "--name-only").split()
+    sh(repo, "dvc", "plots", "diff", "HEAD", name, "-o", "diff")
+    drawn = images_drawn(repo / "diff" / "index.html", repo)
+    assert len(drawn) == 4 and all(drawn.values()), drawn  # 2 crops x 2 experiments
+    assert len({hashlib.sha256((repo / "diff" / src).read_bytes()).hexdigest() for src in drawn}) == 4
+    shutil.rmtree(repo / "diff")
 
     # README's `dvc exp show` fits a 160-column terminal, with the changed param and the headline
     # numbers; the demo evaluates sample-valid only, so the tiny config's second dataset is dropped too

@@ -112,3 +112,20 @@ def test_the_page_renders_its_charts_with_no_network(page, tmp_path):
                        (slice(height // 3, 2 * height // 3), slice(0, width // 2))):
         part = pixels[rows, cols]
         assert (part.max(axis=2) - part.min(axis=2) > 60).sum() > 300, "a chart has no data line"
+
+
+def images_drawn(page: Path, tmp_path: Path, window: str = "1800,3000") -> dict[str, bool]:
+    """Each ``<img>`` of ``page`` (its src) -> whether headless Chromium drew it: its file found,
+    pixel for pixel, in a screenshot of the page (a broken image draws an icon instead)."""
+    browser = chromium()
+    sources = re.findall(r'<img src="([^"]+)"', page.read_text(encoding="utf-8"))
+    shot = tmp_path / "images.png"
+    run(tmp_path, browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-images'}",
+        f"--window-size={window}", f"--screenshot={shot}", page.as_uri())
+    screen = cv2.imread(str(shot))
+    drawn = {}
+    for src in sources:
+        image = cv2.imread(str(page.parent / src))
+        fits = image is not None and all(a <= b for a, b in zip(image.shape[:2], screen.shape[:2]))
+        drawn[src] = fits and cv2.matchTemplate(screen, image, cv2.TM_SQDIFF_NORMED).min() < 1e-3
+    return drawn
