@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from compile_speedup import sample_store, step_arguments  # a sibling script in benchmarks/
 from srpipe.cli import read
-from srpipe.training.loop import Distributed, Trainer, pick_device
+from srpipe.hardware import pick_device
+from srpipe.training.loop import Distributed, Trainer
 from srpipe.training.sampling import RunSampler, make_loader
 
 RECIPE = ["train.patch_size=64", "train.batch_size=16", "model.attention=true", "train.compile=true",

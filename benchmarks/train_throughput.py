@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py                 # EDSR-baseline x2, batch 16, HR crop 96
     python benchmarks/train_throughput.py --channels-last --amp bf16 --compile
     python benchmarks/train_throughput.py --workers 0 2 8 --device cuda
+    python benchmarks/train_throughput.py --model rcan --device cuda       # RCAN's default size
 
 Builds the image store of the bundled training photos (prepare-degradations + extract-patches),
 then prints, side by side in one run: patches/s of the loader alone (random crops from the
@@ -57,8 +58,8 @@ def loader_rate(store: ImageStore, crop: int, batch: int, workers: int, cuda: bo
 
 
 def step_rate(args, device: torch.device) -> tuple[float, float]:
-    """(seconds per training step, FLOPs per step) of EDSR on random data."""
-    arch = model_arch(ModelParams(name="edsr", preset=args.preset, global_skip="none"), args.scale)
+    """(seconds per training step, FLOPs per step) of the model (EDSR or RCAN) on random data."""
+    arch = model_arch(ModelParams(name=args.model, preset=args.preset, global_skip="none"), args.scale)
     model = build_model(arch["name"], **arch["kwargs"]).to(device)
     x = torch.rand(args.batch, 3, args.patch // args.scale, args.patch // args.scale, device=device)
     y = torch.rand(args.batch, 3, args.patch, args.patch, device=device)
@@ -84,7 +85,8 @@ def step_rate(args, device: torch.device) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="baseline", help="EDSR preset (baseline | full)")
+    ap.add_argument("--model", choices=["edsr", "rcan"], default="edsr")
+    ap.add_argument("--preset", default=None, help="the model's preset (EDSR: baseline (default) | full; RCAN: default)")
     ap.add_argument("--scale", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--patch", type=int, default=96, help="HR crop size")
@@ -95,6 +97,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
+    args.preset = args.preset or {"edsr": "baseline", "rcan": "default"}[args.model]
     device = torch.device(args.device)
     threads = torch.get_num_threads()
 
@@ -109,7 +112,7 @@ def main() -> None:
     step_patches = args.batch / step_s
     achieved = flops / step_s / 1e9
 
-    print(f"device {device} ({threads} threads), EDSR-{args.preset} x{args.scale}, batch {args.batch}, "
+    print(f"device {device} ({threads} threads), {args.model.upper()}-{args.preset} x{args.scale}, batch {args.batch}, "
           f"HR crop {args.patch}, channels_last={args.channels_last}, amp={args.amp}, compile={args.compile}")
     for (name, w), rate in loaders.items():
         target = 2000 if name == "stored LR" else 0  # on the fly: >= 10x the step

@@ -1,7 +1,9 @@
 """benchmark: how fast and how big each way of running the model is.
 
 Every engine (ONNX Runtime per exported precision, PyTorch eager in fp32 and, where the CPU
-supports it, bf16) runs in a fresh process of its own. For every input size and thread count:
+supports it, bf16; on a CUDA machine also PyTorch on the GPU in fp32, bf16 and fp16, and ONNX
+Runtime's CUDA and TensorRT providers where onnxruntime-gpu is installed) runs in a fresh process
+of its own; GPU runs are timed with CUDA events after warm-up, synchronised. For every input size and thread count:
 median and p90 latency after warm-up, output megapixels/s, peak resident memory (and how much
 running added to it), achieved GFLOP/s (from the model's multiply-adds: integer operations for
 int8) and that as a share of the machine's matrix-multiply rate in the engine's own arithmetic,
@@ -43,15 +45,34 @@ def time_runs(fn: Callable[[], object], warmup: int, repeats: int) -> list[float
     return times
 
 
+def time_cuda_runs(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """GPU seconds of ``repeats`` calls of ``fn`` after ``warmup``, each between two CUDA events
+    and synchronised: the GPU's time, not the launch's."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return times
+
+
 def matmul_gflops(n: int = 2048, repeats: int = 10, threads: int | None = None,
-                  dtype: torch.dtype = torch.float32) -> float:
-    """The machine's matrix-multiply rate (GFLOP/s) with torch in ``dtype``, the yardstick for model speed."""
+                  dtype: torch.dtype = torch.float32, device: str = "cpu") -> float:
+    """The machine's matrix-multiply rate (GFLOP/s) with torch in ``dtype`` on ``device``, the
+    yardstick for model speed."""
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        times = time_runs(lambda: a @ b, warmup=3, repeats=repeats)
+        a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
+        timer = time_cuda_runs if device == "cuda" else time_runs
+        times = timer(lambda: a @ b, warmup=3, repeats=repeats)
     finally:
         torch.set_num_threads(previous)
     return 2 * n**3 / statistics.median(times) / 1e9
@@ -82,38 +103,56 @@ def int8_matmul_gops(n: int = 2048, repeats: int = 10, threads: int | None = Non
 
 
 # The matmul rate each engine is measured against, by the arithmetic it runs in; results keys
-MATMUL = {"fp32": "matmul_gflops", "bf16": "matmul_bf16_gflops", "int8": "matmul_int8_gops"}
+MATMUL = {"fp32": "matmul_gflops", "bf16": "matmul_bf16_gflops", "int8": "matmul_int8_gops",
+          "cuda-fp32": "matmul_cuda_gflops", "cuda-bf16": "matmul_cuda_bf16_gflops",
+          "cuda-fp16": "matmul_cuda_fp16_gflops"}
+GPU_EXTRA = "pip install 'srpipe[gpu]' (onnxruntime-gpu)"
 
 
 def matmul_rates(arithmetic: set[str], threads: list[int]) -> dict:
-    """``{'matmul_gflops': {'threadsN': rate}, ...}`` for each arithmetic in ``arithmetic`` (fp32 always)."""
+    """``{'matmul_gflops': {'threadsN': rate}, ...}`` for each arithmetic in ``arithmetic`` (fp32 always);
+    a GPU's rate is one figure, repeated under each thread count."""
+    cuda = functools.partial(matmul_gflops, n=4096, device="cuda")
     measure = {"fp32": matmul_gflops, "bf16": functools.partial(matmul_gflops, dtype=torch.bfloat16),
-               "int8": int8_matmul_gops}
+               "int8": int8_matmul_gops, "cuda-fp32": cuda,
+               "cuda-bf16": functools.partial(cuda, dtype=torch.bfloat16),
+               "cuda-fp16": functools.partial(cuda, dtype=torch.float16)}
     return {MATMUL[a]: {f"threads{t}": round(measure[a](threads=t), 2) for t in threads}
             for a in MATMUL if a in arithmetic | {"fp32"}}
 
 
-def engines(checkpoint: Path, onnx_files: dict[str, Path]) -> dict[str, dict]:
-    """Engine name -> what the worker needs to build it, and ``matmul``: the arithmetic it runs in
-    on the CPU (fp32, bf16, int8), whose matmul rate it is compared with (None on a GPU)."""
+def engines(checkpoint: Path, onnx_files: dict[str, Path], cuda: bool = False) -> tuple[dict[str, dict], list[str]]:
+    """(engine name -> what the worker needs to build it, and ``matmul``: the arithmetic it runs
+    in, whose matmul rate it is compared with; the engines left out, each with why). ``cuda``: the
+    benchmark's device is a CUDA GPU (``eval.device``)."""
     import onnxruntime as ort
 
     found: dict[str, dict] = {}
-    gpu = "CUDAExecutionProvider" in ort.get_available_providers()
+    providers = ort.get_available_providers()
+    gpu_onnx = cuda and "CUDAExecutionProvider" in providers
     for precision, path in onnx_files.items():
         if precision != "fp16":  # fp16 is for GPU providers
             found[f"onnxruntime-{precision}"] = {"onnx": str(path), "providers": ["CPUExecutionProvider"],
                                                  "matmul": precision}
-        if gpu:
+        if gpu_onnx:
             found[f"onnxruntime-cuda-{precision}"] = {"onnx": str(path), "providers": ["CUDAExecutionProvider"],
-                                                      "matmul": None}
-    if "TensorrtExecutionProvider" in ort.get_available_providers() and "fp32" in onnx_files:
+                                                      "matmul": f"cuda-{precision}" if precision != "int8" else None}
+    if cuda and "TensorrtExecutionProvider" in providers and "fp32" in onnx_files:
         found["onnxruntime-tensorrt"] = {"onnx": str(onnx_files["fp32"]), "providers": ["TensorrtExecutionProvider"],
-                                         "matmul": None}
-    found["torch-fp32"] = {"checkpoint": str(checkpoint), "bf16": False, "matmul": "fp32"}
+                                         "matmul": "cuda-fp32"}
+    found["torch-fp32"] = {"checkpoint": str(checkpoint), "dtype": "fp32", "device": "cpu", "matmul": "fp32"}
     if bf16_supported():
-        found["torch-bf16"] = {"checkpoint": str(checkpoint), "bf16": True, "matmul": "bf16"}
-    return found
+        found["torch-bf16"] = {"checkpoint": str(checkpoint), "dtype": "bf16", "device": "cpu", "matmul": "bf16"}
+    for dtype in ("fp32", "bf16", "fp16") if cuda else ():
+        if dtype != "bf16" or bf16_supported("cuda"):
+            found[f"torch-cuda-{dtype}"] = {"checkpoint": str(checkpoint), "dtype": dtype, "device": "cuda",
+                                            "matmul": f"cuda-{dtype}"}
+    skipped = [] if cuda else ["torch-cuda-* and onnxruntime-cuda-* (no CUDA device: eval.device is cpu, or none here)"]
+    if cuda and not gpu_onnx:
+        skipped.append(f"onnxruntime-cuda-* (onnxruntime has no CUDA provider: {GPU_EXTRA})")
+    if cuda and "TensorrtExecutionProvider" not in providers:
+        skipped.append(f"onnxruntime-tensorrt (no TensorRT provider: {GPU_EXTRA} with TensorRT)")
+    return found, skipped
 
 
 def _runner(spec: dict, threads: int) -> Callable[[np.ndarray], object]:
@@ -130,9 +169,18 @@ def _runner(spec: dict, threads: int) -> Callable[[np.ndarray], object]:
 
     model = open_model_file(spec["checkpoint"]).model
     torch.set_num_threads(threads)
+    if spec["device"] == "cuda":  # the weights in the engine's dtype; the input's copy to the GPU is timed
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec["dtype"]]
+        model = model.to("cuda", dtype)
+
+        @torch.inference_mode()
+        def run_gpu(x: np.ndarray):
+            return model(torch.from_numpy(x).to("cuda", dtype))
+
+        return run_gpu
 
     def run(x: np.ndarray):
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec["bf16"]):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec["dtype"] == "bf16"):
             return model(torch.from_numpy(x))
 
     return run
@@ -158,13 +206,14 @@ def measure_engine(spec: dict, sizes: list[tuple[int, int]], threads: list[int],
                    scale: int) -> dict:
     """Latency, throughput and peak RSS of one engine (run it in a fresh process)."""
     out: dict = {}
+    timer = time_cuda_runs if spec.get("device") == "cuda" else time_runs  # ONNX Runtime's run returns synchronised
     for h, w in sorted(sizes, key=lambda s: s[0] * s[1]):
         x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
         for t in threads:
             run = _runner(spec, t)
             reset = _reset_peak()
             before = _memory_kb()["VmRSS"]
-            times = time_runs(lambda: run(x), warmup, repeats)
+            times = timer(lambda: run(x), warmup, repeats)
             peak = _memory_kb()["VmHWM"] if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             median = statistics.median(times)
             out.setdefault(f"{h}x{w}", {})[f"threads{t}"] = {
@@ -180,11 +229,12 @@ def measure_engine(spec: dict, sizes: list[tuple[int, int]], threads: list[int],
 
 def run_benchmark(
     checkpoint: Path, onnx_files: dict[str, Path], scale: int, macs_per_pixel: float,
-    sizes: list[tuple[int, int]], threads: list[int], warmup: int, repeats: int,
+    sizes: list[tuple[int, int]], threads: list[int], warmup: int, repeats: int, found: dict[str, dict] | None = None,
 ) -> dict:
     """``{engine: {'HxW': {'threadsN': {...}}}, 'matmul_gflops': {'threadsN': rate}, ..., 'speedup': {...}}``:
-    every engine in a fresh process, beside the matmul rates of the arithmetic the engines run in."""
-    found = engines(checkpoint, onnx_files)
+    every engine (``found``, default :func:`engines` on the CPU) in a fresh process, beside the matmul
+    rates of the arithmetic the engines run in."""
+    found = found if found is not None else engines(checkpoint, onnx_files)[0]
     results: dict = matmul_rates({spec["matmul"] for spec in found.values()} - {None}, threads)
     context = multiprocessing.get_context("spawn")
     for name, spec in progress(list(found.items()), desc="benchmark", unit="engine"):
@@ -279,7 +329,7 @@ def headline(results: dict) -> dict:
 
 def report_lines(results: dict) -> list[str]:
     """``run_benchmark``'s results as lines for the terminal: the matmul rates, every measurement, the speedups."""
-    units = {"fp32": "GFLOP/s", "bf16": "GFLOP/s", "int8": "GOP/s"}
+    units = {arithmetic: "GOP/s" if arithmetic == "int8" else "GFLOP/s" for arithmetic in MATMUL}
     lines = [f"{arithmetic} matmul: {results[key]} {units[arithmetic]}" for arithmetic, key in MATMUL.items()
              if key in results]
     for engine, by_size in engine_results(results).items():

@@ -18,6 +18,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from .config import SOURCES, Params, ParamsError, apply_overrides, load_params, validate_params
+from .hardware import HALF
 from .io import SrpipeError, check_writable, write_json
 from .upscale import FORMATS
 
@@ -224,6 +225,8 @@ def evaluate(
     metrics: Annotated[Path, typer.Option(help="metrics JSON (pipeline mode).")] = Path("metrics/evaluate.json"),
     per_image: Annotated[Path, typer.Option(help="per-image CSV (pipeline mode).")] = Path("stages/evaluate/per_image.csv"),
     crops: Annotated[Path, typer.Option(help="folder of eval.detail_crops pictures, one subfolder per dataset (pipeline mode).")] = Path("stages/evaluate/crops"),
+    device: Annotated[Optional[Device], typer.Option(help="where a PyTorch model runs (eval.device): auto takes CUDA when present.")] = None,
+    precision: Annotated[Optional[Precision], typer.Option(help="also score the model in fp16 or bf16 on CUDA (eval.precision), its own entry beside fp32.")] = None,
 ) -> None:
     """PSNR / SSIM (Y channel, border cropped) and LPIPS by the SR evaluation protocol.
 
@@ -231,7 +234,7 @@ def evaluate(
     nested per dataset in metrics/evaluate.json. With --hr-dir: any folder of HR images, with
     exactly one of --checkpoint, --onnx or --baseline bicubic, into --out.
     """
-    p = read(params, set_, missing_ok=hr_dir is not None)
+    p = read(params, [*(set_ or []), *inference_overrides(device, precision)], missing_ok=hr_dir is not None)
     chosen = [x for x in (checkpoint, onnx, baseline) if x is not None]
     if len(chosen) > 1 or (hr_dir is not None and not chosen):
         raise typer.BadParameter("give exactly one of --checkpoint, --onnx, --baseline bicubic")
@@ -244,23 +247,52 @@ def evaluate(
     explicit_scale = params.is_file() or any(o.replace(" ", "").startswith("scale=") for o in set_ or [])
     model = checkpoint if chosen else BEST
     upscaler, model_scale, label = evaluated(p, model, onnx, baseline, scale, explicit_scale)
-    ensemble = None
-    if p.eval.self_ensemble and baseline is None:
-        from .upscalers import load_upscaler
-
-        ensemble = load_upscaler(model, onnx, ensemble=True).upscaler
+    extras = extra_upscalers(p, model if baseline is None else None, onnx)
     if hr_dir is not None:
-        score_folder(p, upscaler, model_scale, label, hr_dir, out, save_dir, ensemble)
+        score_folder(p, upscaler, model_scale, label, hr_dir, out, save_dir, extras)
     else:
-        score_pipeline(p, upscaler, model_scale, label, prepared, (metrics, per_image, crops), save_dir, ensemble)
+        score_pipeline(p, upscaler, model_scale, label, prepared, (metrics, per_image, crops), save_dir, extras)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+def inference_overrides(device: Device | None, precision: Precision | None) -> list[str]:
+    """--device and --precision as the params they stand for (eval.device, eval.precision)."""
+    return [*([f"eval.device={device.value}"] if device else []), *([f"eval.precision={precision.value}"] if precision else [])]
+
+
+def extra_upscalers(p: Params, model: Path | None, onnx: Path | None) -> dict:
+    """What evaluate scores beside the model, by entry name: its x8 self-ensemble
+    (``eval.self_ensemble``) and, for a PyTorch model, its half-precision run (``eval.precision``)."""
+    from .hardware import pick_device
+    from .upscalers import load_upscaler
+
+    extras, device = {}, pick_device(p.eval.device, "eval.device")
+    if p.eval.self_ensemble and (model or onnx):
+        extras["ensemble"] = load_upscaler(model if onnx is None else None, onnx, ensemble=True, device=device).upscaler
+    if p.eval.precision != "fp32" and model and onnx is None:
+        extras[p.eval.precision] = load_upscaler(model, device=device, precision=p.eval.precision).upscaler
+    return extras
 
 
 def evaluated(p: Params, checkpoint: Path | None, onnx: Path | None, baseline: Baseline | None,
               scale: int | None, explicit_scale: bool):
     """(upscaler, scale, label) of what evaluate scores; a model's own scale wins over params."""
+    from .hardware import pick_device
     from .upscalers import load_upscaler
 
-    loaded = load_upscaler(checkpoint, onnx, baseline and baseline.value, scale or p.scale)
+    device = pick_device(p.eval.device, "eval.device")
+    loaded = load_upscaler(checkpoint, onnx, baseline and baseline.value, scale or p.scale, device=device)
     upscaler, model_scale, label = loaded.upscaler, loaded.scale, loaded.label
     typer.echo(f"scoring {loaded.description}", err=True)
     if scale is not None and scale != model_scale:
@@ -285,30 +317,39 @@ def perceptual_metrics(p: Params) -> dict:
 
 
 def score_folder(p: Params, upscaler, scale: int, label: str, hr_dir: str, out: Path, save_dir: Path | None,
-                 ensemble=None) -> None:
+                 extras: dict) -> None:
     """evaluate --hr-dir: one folder or dataset, made into pairs as prepare-degradations would
-    (with ``ensemble``, the self-ensemble's scores too, under "ensemble")."""
+    (with ``extras``, their scores too, each under its name: :func:`extra_upscalers`)."""
     from .evaluate import score_source, summarize
     from .io import atomic_path
 
     held_out = dict(degradation=p.degradation if p.eval.degradation == "same" else None, seed=p.seed,
                     raw_dir=p.data.raw_dir, **protocol(p, scale))
     frame = score_source(upscaler, hr_dir, scale, desc=label, save_dir=save_dir, **held_out)
-    extra = {"ensemble": summarize(score_source(ensemble, hr_dir, scale, desc=f"{label} x8", **held_out))} if ensemble else {}
-    write_json(out, {"dataset": hr_dir, "scale": scale, "upscaler": label, "images": len(frame), **summarize(frame),
-                     **extra})
+    scores = summarize(frame)
+    extra = {name: extra_entry(name, summarize(score_source(up, hr_dir, scale, desc=f"{label} {name}", **held_out)),
+                               scores) for name, up in extras.items()}
+    write_json(out, {"dataset": hr_dir, "scale": scale, "upscaler": label, "images": len(frame), **scores, **extra})
     with atomic_path(out.with_suffix(".csv")) as tmp:
         frame.to_csv(tmp, index=False)
-    shown = {label: summarize(frame), **({f"{label} x8 ensemble": extra["ensemble"]} if extra else {})}
+    shown = {label: scores, **{f"{label} {EXTRA_LABEL.get(name, name)}": s for name, s in extra.items()}}
     for name, scores in shown.items():
         typer.echo(f"{name} on {hr_dir} x{scale}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
 
 
+EXTRA_LABEL = {"ensemble": "x8 ensemble"}  # how the console names an extra entry
+
+
+def extra_entry(name: str, scores: dict[str, float], fp32: dict[str, float]) -> dict[str, float]:
+    """An extra entry's scores; a half-precision run's with its PSNR difference from fp32's."""
+    return {**scores, "delta_psnr": scores["psnr"] - fp32["psnr"]} if name in HALF else scores
+
+
 def score_pipeline(p: Params, upscaler, scale: int, label: str, prepared: Path, outs: tuple[Path, Path, Path],
-                   save_dir: Path | None, ensemble=None) -> None:
-    """The pipeline's evaluate: every dataset of eval.datasets, the model beside bicubic (and its
-    self-ensemble, with ``ensemble``); ``outs``: the metrics JSON, the per-image CSV and the
-    folder of detail crops (HR | bicubic | model, eval.detail_crops per dataset)."""
+                   save_dir: Path | None, extras: dict) -> None:
+    """The pipeline's evaluate: every dataset of eval.datasets, the model beside bicubic (and
+    ``extras``, each under its name: :func:`extra_upscalers`); ``outs``: the metrics JSON, the
+    per-image CSV and the folder of detail crops (HR | bicubic | model, eval.detail_crops per dataset)."""
     import pandas as pd
 
     from .data import load_pairs
@@ -329,9 +370,9 @@ def score_pipeline(p: Params, upscaler, scale: int, label: str, prepared: Path, 
             bicubic = run_eval(bicubic_upscaler(scale), pairs, desc=f"{key}: bicubic", **kwargs)
             rows[(key, label)], rows[(key, "bicubic")] = scores, base = summarize(ours), summarize(bicubic)
             result[key] = {**scores, "bicubic": base, "psnr_gain_db": scores["psnr"] - base["psnr"]}
-            if ensemble is not None:
-                result[key]["ensemble"] = rows[(key, f"{label} x8")] = summarize(
-                    run_eval(ensemble, pairs, desc=f"{key}: {label} x8", **kwargs))
+            for name, extra in extras.items():
+                result[key][name] = rows[(key, f"{label} {name}")] = extra_entry(
+                    name, summarize(run_eval(extra, pairs, desc=f"{key}: {label} {name}", **kwargs)), scores)
             tables.append(ours.merge(bicubic, on="image", suffixes=("", "_bicubic")).assign(dataset=key))
             write_detail_crops({"bicubic": bicubic_upscaler(scale), label: upscaler}, pairs, scale,
                                p.eval.detail_crops, crops_tmp / key)
@@ -393,6 +434,7 @@ def benchmark(
     metrics: Annotated[Path, typer.Option(help="headline metrics JSON: each engine's latency at the largest size and thread count.")] = Path("metrics/benchmark.json"),
     table: Annotated[Path, typer.Option(help="latency per input size, for dvc plots.")] = Path("metrics/benchmark_latency.csv"),
     results: Annotated[Path, typer.Option(help="every measurement: one row per engine, input size and thread count.")] = Path("stages/benchmark/results.csv"),
+    device: Annotated[Optional[Device], typer.Option(help="eval.device: on cuda, PyTorch on the GPU in fp32, bf16 and fp16 and ONNX Runtime's GPU providers too.")] = None,
 ) -> None:
     """Latency, throughput, memory and GFLOP/s of ONNX Runtime and PyTorch eager.
 
@@ -400,13 +442,14 @@ def benchmark(
     exported precision and of PyTorch eager, per input size and thread count, beside the matmul
     rate of each engine's arithmetic (fp32, bf16, int8) measured in the same run.
     """
-    from .benchmark import headline, latency_table, report_lines, results_table, run_benchmark
+    from .benchmark import engines, headline, latency_table, report_lines, results_table, run_benchmark
     from .export import PRECISIONS, onnx_path
+    from .hardware import pick_device
     from .io import atomic_path
     from .modelfile import open_model_file
     from .models import macs_per_output_pixel
 
-    p = read(params, set_)
+    p = read(params, [*(set_ or []), *inference_overrides(device, None)])
     for path in (metrics, table, results):
         check_writable(path)
     opened = open_model_file(checkpoint)
@@ -415,8 +458,11 @@ def benchmark(
     if "fp32" not in onnx_files:
         raise SrpipeError(f"ONNX file not found: {onnx_path(exported, 'fp32')} (run export-onnx first)")
     b = p.benchmark
+    found, skipped = engines(checkpoint, onnx_files, pick_device(p.eval.device, "eval.device").type == "cuda")
+    if skipped:
+        typer.echo(f"skipped: {'; '.join(skipped)}", err=True)
     measured = run_benchmark(checkpoint, onnx_files, opened.scale, macs_per_output_pixel(opened.model),
-                             b.sizes, b.threads, b.warmup, b.repeats)
+                             b.sizes, b.threads, b.warmup, b.repeats, found)
     write_json(metrics, headline(measured))
     for path, frame in ((table, latency_table(measured)), (results, results_table(measured))):
         with atomic_path(path) as tmp:
@@ -436,6 +482,8 @@ def upscale(
     scale: Annotated[Optional[int], typer.Option(help="expected scale; checked against the model.")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help=f"output format ({', '.join(FORMATS)}); default: the input's.")] = None,
     ensemble: Annotated[bool, typer.Option("--ensemble", help="average the model over the 8 flips and rotations of each tile (EDSR+: a little sharper, 8x the time).")] = False,
+    device: Annotated[Device, typer.Option(help="where a PyTorch model runs; auto: CUDA when present (tiles then fit the GPU's free memory). ONNX models run on the CPU.")] = Device.auto,
+    precision: Annotated[Precision, typer.Option(help="a PyTorch model's arithmetic: fp16 and bf16 on CUDA only.")] = Precision.fp32,
 ) -> None:
     """Upscale images with a trained model, tile by tile so that memory stays bounded.
 
@@ -453,8 +501,12 @@ def upscale(
 
     if model.suffix.lower() not in (".onnx", *TORCH_SUFFIXES):
         raise typer.BadParameter(f"{model}: expected a .onnx, .pt, .pth, .ckpt or .safetensors file", param_hint="--model")
+    from .hardware import inference_dtype, pick_device
+
+    where = pick_device(device.value, "--device")
+    inference_dtype(precision.value, where, "--precision")  # half precision off CUDA stops here, named
     check_writable(out, folder=True)
-    loaded = open_model(model, ensemble)
+    loaded = open_model(model, ensemble, device=where, precision=precision.value)
     typer.echo(f"upscaling with {loaded.description}", err=True)
     if scale is not None and scale != loaded.scale:
         raise SrpipeError(f"--scale {scale} does not match the model's scale {loaded.scale}")

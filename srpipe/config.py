@@ -350,6 +350,10 @@ class EvalParams(_Section):
     lpips_backbone: Optional[str] = Field(
         None, description="local AlexNet backbone file for LPIPS; null: $SRPIPE_LPIPS_BACKBONE or download"
     )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
+        "where PyTorch models are scored and run (evaluate, upscale, benchmark); auto: CUDA when present"))
+    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description=(
+        "evaluate: also score the model in this half precision (CUDA only), as its own entry beside fp32"))
     detail_crops: int = Field(3, ge=0, le=20, description=(
         "evaluate: per dataset, this many fixed crops (the HR windows richest in detail) of HR | bicubic | model "
         "as PNG image plots in stages/evaluate/crops; 0: none"))

@@ -28,6 +28,39 @@ def bf16_supported(device_type: str = "cpu") -> bool:
         return False
 
 
+def pick_device(choice: str, key: str = "train.device"):
+    """The torch device of a setting ``auto | cpu | cuda`` (``key`` names it in the error): auto
+    takes CUDA when present (this process's ``LOCAL_RANK`` GPU under torchrun); an explicit cuda
+    without CUDA stops with one line."""
+    import torch
+
+    from .io import SrpipeError
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SrpipeError(f"{key} is cuda but no CUDA device is available here; use {key}=cpu or auto")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+HALF = {"fp16": "float16", "bf16": "bfloat16"}  # inference precisions beside fp32, by name
+
+
+def inference_dtype(precision: str, device, key: str = "eval.precision"):
+    """The torch dtype PyTorch inference runs in: float32 for fp32, float16 or bfloat16 on CUDA;
+    half precision on a CPU stops with one line (slower than fp32 there, and not what srpipe measures)."""
+    import torch
+
+    from .io import SrpipeError
+
+    if precision == "fp32":
+        return torch.float32
+    if device.type != "cuda":
+        raise SrpipeError(f"{key}={precision} needs a CUDA device (this run is on the {device.type.upper()}); "
+                          f"use {key}=fp32 here")
+    return getattr(torch, HALF[precision])
+
+
 def run_watched(cmd: list[str], cwd: str | os.PathLike | None = None, interval: float = 0.05) -> dict:
     """Run ``cmd`` to its end; its output, exit code, wall seconds and peak resident memory (MiB):
     of its largest process, and of its whole process tree summed (workers included; pages they

@@ -119,10 +119,15 @@ def check_overlap(footprint: Footprint, tile: int | None, overlap: int) -> None:
                       f"seams between tiles will show; use --overlap {good_overlap(footprint)}", stacklevel=2)
 
 
-def available_memory() -> int:
-    """Bytes this process can still allocate: the system's available memory, or less where a
-    cgroup (a container) limits it."""
+def available_memory(device: str = "cpu") -> int:
+    """Bytes this process can still allocate: on CUDA the GPU's free memory; else the system's
+    available memory, or less where a cgroup (a container) limits it."""
     import psutil
+
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info()[0]
 
     free = psutil.virtual_memory().available
     try:
@@ -144,10 +149,10 @@ def memory_needed(footprint: Footprint, scale: int, shape: tuple[int, int], tile
 
 
 def check_memory(name: Path, footprint: Footprint, scale: int, shape: tuple[int, int], tile: int | None,
-                 overlap: int, channels: int = 3) -> None:
-    """Refuse, before a run that the kernel would kill, an image that does not fit in memory at
-    this tile size, suggesting one that does."""
-    need, free = memory_needed(footprint, scale, shape, tile, overlap, channels), available_memory()
+                 overlap: int, channels: int = 3, device: str = "cpu") -> None:
+    """Refuse, before a run that the kernel (or CUDA) would kill, an image that does not fit in the
+    memory of ``device`` at this tile size, suggesting one that does."""
+    need, free = memory_needed(footprint, scale, shape, tile, overlap, channels), available_memory(device)
     if need <= free:
         return
     how = f"in {tile}-pixel tiles" if tile else "whole (--tile 0)"
@@ -155,7 +160,7 @@ def check_memory(name: Path, footprint: Footprint, scale: int, shape: tuple[int,
     hint = (f"use --tile {fits[0]}" if fits else
             f"even the {shape[1] * scale}x{shape[0] * scale} output does not fit: free memory or split the image")
     raise SrpipeError(f"{name}: upscaling {shape[1]}x{shape[0]} x{scale} {how} needs about {need / 2**30:.1f} GiB, "
-                      f"{free / 2**30:.1f} GiB is available; {hint}")
+                      f"{free / 2**30:.1f} GiB is available{' on the GPU' if device == 'cuda' else ''}; {hint}")
 
 
 def upscale_image(src: Path, dest: Path, model: LoadedModel, tile: int | None, overlap: int) -> None:
@@ -167,7 +172,8 @@ def upscale_image(src: Path, dest: Path, model: LoadedModel, tile: int | None, o
     if alpha is not None and not keep_alpha:
         warnings.warn(f"{src}: alpha channel dropped: {dest.suffix} cannot hold it; use --format png, tiff or webp "
                       "to keep it", stacklevel=2)
-    check_memory(src, model.footprint, model.scale, rgb.shape[:2], tile, overlap, 4 if keep_alpha else 3)
+    check_memory(src, model.footprint, model.scale, rgb.shape[:2], tile, overlap, 4 if keep_alpha else 3,
+                 model.device)
     sr = upscale_tiled(model.upscaler, rgb, model.scale, tile, overlap, desc=src.name)
     if not keep_alpha:
         write_image(dest, sr)

@@ -38,11 +38,12 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
 
 
 def torch_forward(model: nn.Module) -> Forward:
-    device = next(model.parameters()).device
+    """The model on its own device and in its own dtype (fp32, or fp16/bf16 on CUDA); float32 out."""
+    first = next(model.parameters())
 
     @torch.inference_mode()
     def run(x: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+        return model(torch.from_numpy(x).to(first.device, first.dtype)).float().cpu().numpy()
 
     return run
 
@@ -181,6 +182,7 @@ class LoadedModel:
     label: str
     measure: Callable[[], Footprint]  # the footprint, measured only when first asked (upscale's tiling)
     description: str = ""  # what was opened (srpipe.modelfile.OpenedModel.description)
+    device: str = "cpu"  # where it runs: tiles are sized to this device's free memory
 
     @functools.cached_property
     def footprint(self) -> Footprint:
@@ -202,7 +204,8 @@ def torch_footprint(model: nn.Module) -> Footprint:
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 3, PROBE, PROBE, device=next(model.parameters()).device))
+            first = next(model.parameters())
+            model(torch.zeros(1, 3, PROBE, PROBE, device=first.device, dtype=first.dtype))
     finally:
         for handle in handles:
             handle.remove()
@@ -265,21 +268,27 @@ def onnx_footprint(path: str | Path, scale: int) -> Footprint:
     return Footprint(math.ceil(reach), widest)
 
 
-def open_model(path: str | Path, ensemble: bool = False, kind: str | None = None, arena: bool = False) -> LoadedModel:
+def open_model(path: str | Path, ensemble: bool = False, kind: str | None = None, arena: bool = False,
+               device: torch.device | None = None, precision: str = "fp32") -> LoadedModel:
     """A model file opened by :func:`srpipe.modelfile.open_model_file` (an ONNX file with any input
     and output names, an srpipe checkpoint or a file spandrel opens), ready to upscale
     (self-ensembled with ``ensemble``), with its scale and footprint. ``kind`` "model" refuses ONNX
     (evaluate --checkpoint). ``arena``: ONNX Runtime's memory arena (:func:`ort_session`; off for
-    images of varying sizes)."""
+    images of varying sizes). A PyTorch model runs on ``device`` (default the CPU) in ``precision``
+    (fp32; fp16 or bf16 on CUDA: :func:`srpipe.hardware.inference_dtype`); ONNX on the CPU."""
+    from .hardware import inference_dtype
     from .modelfile import open_model_file
 
+    device = device or torch.device("cpu")
+    dtype = inference_dtype(precision, device)
     opened = open_model_file(path, onnx=kind != "model", arena=arena)
     if opened.kind == "onnx":
         return LoadedModel(onnx_upscaler(opened.session, opened.scale, path, ensemble), opened.scale, "onnx",
                            lambda: onnx_footprint(path, opened.scale), opened.description)
-    model = opened.model
+    model = opened.model.to(device=device, dtype=dtype)
+    where = "" if device.type == "cpu" and precision == "fp32" else f" on {device} in {precision}"
     return LoadedModel(torch_upscaler(model, ensemble), opened.scale, "model", lambda: torch_footprint(model),
-                       opened.description)
+                       opened.description + where, device.type)
 
 
 def bicubic_upscaler(scale: int) -> Upscaler:
@@ -292,17 +301,21 @@ def load_upscaler(
     baseline: str | None = None,
     scale: int | None = None,
     ensemble: bool = False,
+    device: torch.device | None = None,
+    precision: str = "fp32",
 ) -> LoadedModel:
     """Exactly one of a checkpoint (PyTorch weights: srpipe's or a file spandrel opens), an ONNX
     file or a baseline, as an upscaler with its scale, label and description; a model
     self-ensembled with ``ensemble``.
 
     A checkpoint knows its scale; an ONNX file records it (srpipe's metadata) or shows it on a
-    small run; ``scale`` is the baseline's.
+    small run; ``scale`` is the baseline's. A checkpoint runs on ``device`` in ``precision``
+    (:func:`open_model`).
     """
     if checkpoint is not None or onnx is not None:
         kind = "model" if checkpoint is not None else "onnx"
-        return open_model(checkpoint if checkpoint is not None else onnx, ensemble, kind=kind, arena=True)
+        return open_model(checkpoint if checkpoint is not None else onnx, ensemble, kind=kind, arena=True,
+                          device=device, precision=precision)
     if baseline == "bicubic":
         if scale is None:
             raise SrpipeError("the bicubic baseline needs a scale")

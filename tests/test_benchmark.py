@@ -80,3 +80,57 @@ def test_the_results_table_holds_every_measurement_with_its_yardstick():
     assert lines[:2] == ["fp32 matmul: {'threads1': 50.0, 'threads2': 100.0} GFLOP/s",
                          "int8 matmul: {'threads1': 200.0, 'threads2': 400.0} GOP/s"]
     assert "27% of int8 matmul" in lines[-2]
+
+
+def test_the_engine_list_follows_the_device_and_names_what_it_skipped(tiny_model, monkeypatch):
+    """On this CPU machine (and with eval.device cpu): CPU engines, and one line on the GPU ones.
+    On a CUDA machine: PyTorch on the GPU in fp32, bf16 and fp16, and ONNX Runtime's CUDA and
+    TensorRT providers where installed, each against the GPU's matmul rate of its arithmetic."""
+    import onnxruntime as ort
+
+    _, out = tiny_model
+    files = {q: onnx_path(out, q) for q in ("fp32", "int8")}
+    found, skipped = benchmark.engines(out / "model.pt", files)
+    assert not [e for e in found if "cuda" in e or "tensorrt" in e]
+    assert skipped == ["torch-cuda-* and onnxruntime-cuda-* (no CUDA device: eval.device is cpu, or none here)"]
+
+    monkeypatch.setattr(benchmark, "bf16_supported", lambda device="cpu": True)
+    found, skipped = benchmark.engines(out / "model.pt", files, cuda=True)  # onnxruntime without GPU providers
+    assert {e: s["matmul"] for e, s in found.items() if e.startswith("torch-cuda")} == \
+        {"torch-cuda-fp32": "cuda-fp32", "torch-cuda-bf16": "cuda-bf16", "torch-cuda-fp16": "cuda-fp16"}
+    assert [s.split(" (")[0] for s in skipped] == ["onnxruntime-cuda-*", "onnxruntime-tensorrt"]
+    assert all("pip install 'srpipe[gpu]'" in s for s in skipped)
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    found, skipped = benchmark.engines(out / "model.pt", files, cuda=True)
+    assert skipped == []
+    assert {e: s["matmul"] for e, s in found.items() if e.startswith("onnxruntime-")} == {
+        "onnxruntime-fp32": "fp32", "onnxruntime-int8": "int8", "onnxruntime-cuda-fp32": "cuda-fp32",
+        "onnxruntime-cuda-int8": None, "onnxruntime-tensorrt": "cuda-fp32"}
+    assert found["onnxruntime-cuda-fp32"]["providers"] == ["CUDAExecutionProvider"]
+    assert set(benchmark.MATMUL) >= {s["matmul"] for s in found.values()} - {None}
+
+
+def test_gpu_check_plans_every_check_and_dry_runs_without_a_gpu(tmp_path):
+    """benchmarks/gpu_check.py --dry-run: the plan, on any machine; and without CUDA, the real run
+    stops at once with one line (its CPU run: --device cpu, run by hand, see its docstring)."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    script = ROOT / "benchmarks" / "gpu_check.py"
+    dry = subprocess.run([sys.executable, str(script), "--dry-run", "--work", str(tmp_path / "w")],
+                         capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    checks = [line[2:] for line in dry.stdout.splitlines() if line.startswith("# ")]
+    assert checks == ["prepare-degradations", "extract-patches", "train (bf16, channels_last, compile, workers)",
+                      "SIGKILL and resume", "torchrun x1 (NCCL on CUDA)", "evaluate", "evaluate fp16", "evaluate bf16",
+                      "upscale", "train_throughput EDSR-baseline", "train_throughput RCAN", "export-onnx", "benchmark"]
+    assert "train.device=cuda" in dry.stdout and "train.compile=true" in dry.stdout and "train.workers=8" in dry.stdout
+    assert not (tmp_path / "w").exists()
+    if not torch.cuda.is_available():
+        real = subprocess.run([sys.executable, str(script), "--work", str(tmp_path / "w")], capture_output=True,
+                              text=True, timeout=120)
+        assert real.returncode == 2 and real.stderr.strip() == (
+            "gpu_check: no CUDA device here; run it on a GPU machine, or with --device cpu")

@@ -169,7 +169,7 @@ def model_net(path):
 def test_an_image_too_large_for_the_memory_is_refused_with_a_tile_that_fits(tmp_path, checkpoint, monkeypatch):
     import srpipe.upscale
 
-    monkeypatch.setattr(srpipe.upscale, "available_memory", lambda: 50 * 2**20)
+    monkeypatch.setattr(srpipe.upscale, "available_memory", lambda device="cpu": 50 * 2**20)
     save(tmp_path / "in" / "big.png", image(400, 400))
     save(tmp_path / "in" / "small.png", image(20, 20))
     args = ["upscale", str(tmp_path / "in"), "--model", str(checkpoint), "--out", str(tmp_path / "o")]

@@ -25,7 +25,7 @@ from ..config import DegradationParams, DiscriminatorParams, ModelParams, TrainP
 from ..data import prepared_pairs
 from ..degradations import CropDegrader
 from ..evaluate import evaluate, summarize
-from ..hardware import available_cores
+from ..hardware import available_cores, pick_device
 from ..io import SrpipeError, atomic_path
 from ..metrics import LPIPS
 from ..models import build_model, count_parameters, macs_per_output_pixel, save_checkpoint, zero_init_residual
@@ -35,7 +35,7 @@ from ..upscale import tiled_upscaler
 from ..upscalers import torch_upscaler
 from .adversarial import D_WINS, Adversary, discriminator_wins
 from .recipe import autocast_dtype, lr_lambda, lr_warning, objective
-from .runtime import Board, Distributed, loader_workers, pick_device
+from .runtime import Board, Distributed, loader_workers
 from .sampling import CropDataset, RunSampler, epoch_steps, make_loader
 from .state import Progress, file_sha256, load_matching, model_arch, resumable, run_fingerprint
 

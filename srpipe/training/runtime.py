@@ -9,15 +9,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..io import SrpipeError
-
-
-def pick_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise SrpipeError("train.device is cuda but no CUDA device is available; use train.device=cpu or auto")
-    if choice == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def loader_workers(workers: int | None, device: torch.device, world: int) -> int:
