@@ -168,6 +168,33 @@ def remove_stale(path: str | Path) -> list[Path]:
     return stale
 
 
+LOCK_NAME = ".srpipe.lock"  # in a folder one run writes at a time; its PID in LOCK_NAME + ".pid"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold ``folder`` for this process while the block runs: a second run into it stops with one
+    line naming the folder and the holder's PID. The lock is the operating system's (filelock,
+    fcntl), so a killed holder's lock is gone with it and never blocks the next run."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock, pid_file = FileLock(folder / LOCK_NAME), folder / (LOCK_NAME + ".pid")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = pid_file.read_text().strip() if pid_file.is_file() else "unknown"
+        raise SrpipeError(f"{folder} is in use by another {what} (PID {holder}); wait for it to end, or write "
+                          "into another folder") from None
+    try:
+        pid_file.write_text(f"{os.getpid()}\n")
+        yield
+    finally:
+        pid_file.unlink(missing_ok=True)
+        lock.release()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, clean: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.

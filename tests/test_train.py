@@ -499,3 +499,36 @@ def test_best_metric_lpips_keeps_the_epoch_of_the_lowest_validation_lpips(tmp_pa
         assert summary["best_val_psnr"] == scripted[epoch - 1]["psnr"]
         assert ("best_val_lpips" in summary) == (metric == "lpips")
     assert summary.get("best_val_lpips") is None and saved["val_psnr"] == 31.0
+
+
+def test_one_train_at_a_time_per_folder_and_a_killed_holder_blocks_nothing(tmp_path, data):
+    """A second run into a folder another run holds stops with one line naming it and the holder's
+    PID (before, both ran and each file ended as whichever wrote it last); once the holder is
+    SIGKILLed, its lock is gone with it."""
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom srpipe.io import folder_lock\n"
+                               f"with folder_lock({str(out)!r}, 'srpipe train'):\n print('held', flush=True)\n"
+                               " time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SrpipeError, match=rf"^{out} is in use by another srpipe train \(PID {holder.pid}\); wait "
+                                              "for it to end, or write into another folder$"):
+            run(data, out, epochs=1)
+        assert not (out / "last.pt").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert run(data, out, epochs=1)["steps"] == 6
+
+
+def test_train_removes_the_temporaries_of_a_save_that_a_kill_cut_short(tmp_path, data):
+    """A SIGKILL during a checkpoint save left .last.PID.XXXXXXXX.tmp.pt for good; the next run removes it."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / f".last.{dead.stdout.strip()}.abcd1234.tmp.pt", out / f".best.{dead.stdout.strip()}.wxyz5678.tmp.pt"]
+    for path in stale:
+        path.write_bytes(b"\0" * 2**20)
+    with pytest.warns(UserWarning, match=r"removed .*\.last\.\d+\.abcd1234\.tmp\.pt \(1\.0 MiB\), left by a killed run"):
+        run(data, out, epochs=1)
+    assert not any(path.exists() for path in stale) and (out / "last.pt").is_file()

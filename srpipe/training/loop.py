@@ -26,7 +26,7 @@ from ..data import prepared_pairs
 from ..degradations import CropDegrader
 from ..evaluate import evaluate, summarize
 from ..hardware import available_cores, pick_device
-from ..io import SrpipeError, atomic_path
+from ..io import SrpipeError, atomic_path, folder_lock, remove_stale
 from ..metrics import LPIPS
 from ..models import build_model, count_parameters, macs_per_output_pixel, save_checkpoint, zero_init_residual
 from ..patches import ImageStore
@@ -67,10 +67,17 @@ def train(
     if device.type == "cuda":
         torch.cuda.set_device(device)
     ddp = Distributed(device)
+    # one run at a time into out_dir (its main process holds it), which first removes the temporaries
+    # of saves that a killed run left
+    held = folder_lock(out_dir, "srpipe train") if ddp.main else contextlib.nullcontext()
     try:
-        trainer = Trainer(Path(patches_dir), Path(valid_dir), Path(out_dir), Path(log_csv), scale, seed, model_cfg,
-                          cfg, crop_border, device, ddp, degradation, lpips_backbone, discriminator)
-        return trainer.run()
+        with held:
+            if ddp.main:
+                for name in ("last.pt", "best.pt"):
+                    remove_stale(Path(out_dir) / name)
+            trainer = Trainer(Path(patches_dir), Path(valid_dir), Path(out_dir), Path(log_csv), scale, seed,
+                              model_cfg, cfg, crop_border, device, ddp, degradation, lpips_backbone, discriminator)
+            return trainer.run()
     finally:
         ddp.close()
 
