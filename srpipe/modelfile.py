@@ -25,6 +25,10 @@ from .io import SrpipeError
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 
 
+class UnsafeModelFile(SrpipeError):
+    """A model file that asks to run code when loaded: refused, never repaired or moved aside."""
+
+
 def _why_unreadable(exc: Exception) -> str:
     """One line for a file torch.load refused: a named Python object (code it would run), a
     system error, or a file that is no PyTorch file (or needs more than the plain reader)."""
@@ -57,7 +61,8 @@ def read_weights(path: str | Path, what: str = "checkpoint") -> Any:
             warnings.simplefilter("ignore")  # pickle protocol notes: the outcome is what counts
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001: torch.load raises pickle's, zipfile's and its own errors
-        raise SrpipeError(f"cannot load {what} {path} ({_why_unreadable(exc)})") from None
+        unsafe = re.search(r"GLOBAL (\S+)", str(exc)) is not None
+        raise (UnsafeModelFile if unsafe else SrpipeError)(f"cannot load {what} {path} ({_why_unreadable(exc)})") from None
 
 
 def is_checkpoint(content: Any) -> bool:

@@ -532,3 +532,16 @@ def test_train_removes_the_temporaries_of_a_save_that_a_kill_cut_short(tmp_path,
     with pytest.warns(UserWarning, match=r"removed .*\.last\.\d+\.abcd1234\.tmp\.pt \(1\.0 MiB\), left by a killed run"):
         run(data, out, epochs=1)
     assert not any(path.exists() for path in stale) and (out / "last.pt").is_file()
+
+
+def test_a_damaged_last_pt_is_set_aside_and_the_run_starts_fresh(tmp_path, data):
+    """last.pt cut short by a crash or a full disk stopped train (and dvc repro) with "(Invalid
+    argument); give a checkpoint written by srpipe train"; now: a warning, the file kept aside."""
+    out = tmp_path / "out"
+    run(data, out, epochs=1)
+    whole = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(whole[: len(whole) // 2])
+    with pytest.warns(UserWarning, match=r"out/last.pt, the state a restart resumes from, is damaged and cannot be "
+                                         r"read \(.*\); moved aside to .*out/last.damaged.pt; starting fresh"):
+        summary = run(data, out, epochs=2)
+    assert summary["steps"] == 12 and (out / "last.damaged.pt").read_bytes() == whole[: len(whole) // 2]

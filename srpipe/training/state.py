@@ -9,6 +9,8 @@ that step; any difference starts fresh and names the keys that changed.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from torch import nn
 from ..config import PERCEPTUAL_LAYERS, ModelParams, TrainParams
 from ..datasets import sha256_of
 from ..io import SrpipeError
-from ..modelfile import open_model_file, read_checkpoint
+from ..modelfile import UnsafeModelFile, open_model_file, read_checkpoint
 
 # train params that change how fast a run goes or how it reports, never its weights
 NOT_IN_FINGERPRINT = {"workers", "threads", "feature_stats_every", "device", "save_every", "snapshot_every",
@@ -77,7 +79,16 @@ def resumable(last: Path, fingerprint: dict, total_steps: int) -> tuple[dict | N
     """The state in ``last`` if the run can continue from it, and a line saying what happens."""
     if not last.is_file():
         return None, ""
-    state = read_checkpoint(last)
+    try:
+        state = read_checkpoint(last)
+    except UnsafeModelFile:
+        raise  # a file that asks to run code is refused, not set aside
+    except SrpipeError as exc:  # truncated by a crash or a full disk
+        aside = last.with_name(f"{last.stem}.damaged{last.suffix}")
+        os.replace(last, aside)
+        warnings.warn(f"{last}, the state a restart resumes from, is damaged and cannot be read ({exc}); moved aside "
+                      f"to {aside}; starting fresh", stacklevel=3)
+        return None, ""
     changes = fingerprint_changes(state.get("fingerprint", {}), fingerprint)
     if changes:
         return None, f"not resuming from {last}: it was trained with other params or data ({'; '.join(changes[:4])}); starting fresh"
