@@ -487,6 +487,39 @@ def validate_params(raw: dict, source: str = "params") -> Params:
         raise ParamsError(_format_error(exc.errors()[0], source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently; `dvc repro` refuses the file), naming the key's path and both lines."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                where = ".".join([*self._path(node), str(key)])
+                raise ParamsError(f"duplicate key '{where}' (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                                  "keep one of them")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+    def _path(self, node) -> list[str]:
+        """The keys leading to mapping ``node`` from the document's root."""
+        def walk(current, trail):
+            if current is node:
+                return trail
+            for k, v in getattr(current, "value", []) if isinstance(current, yaml.MappingNode) else []:
+                found = walk(v, [*trail, str(k.value)])
+                if found is not None:
+                    return found
+            return None
+
+        return walk(self._root, []) or []
+
+    def get_single_node(self):
+        self._root = super().get_single_node()
+        return self._root
+
+
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
     path = Path(path)
     try:
@@ -494,9 +527,11 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     except OSError as exc:
         raise ParamsError(f"cannot read params file {path}: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506: a SafeLoader
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
     if raw is None:
         raise ParamsError(f"{path} is empty; copy params.yaml from the srpipe project (every key has a default "
                           "there) and change what you need")

@@ -80,6 +80,17 @@ def test_unknown_key_in_file(project):
     assert code == 2 and "unknown key 'train.learning_rate'" in out and "lr" in out
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("seed: 0\ntrain:\n  lr: 0.001\n  epochs: 3\n  lr: 0.002\n", "duplicate key 'train.lr' (lines 3 and 5)"),
+    ("seed: 0\nscale: 2\nseed: 1\n", "duplicate key 'seed' (lines 1 and 3)"),
+    ("train:\n  epochs: 2\neval:\n  lpips: false\ntrain:\n  lr: 0.1\n", "duplicate key 'train' (lines 1 and 5)")])
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(project, text, expected):
+    """PyYAML kept the last of two equal keys silently; `dvc repro` refuses such a file."""
+    (project / "params.yaml").write_text(text)
+    code, out = run("train")
+    assert code == 2 and out.strip() == f"srpipe: error: params.yaml: {expected}; keep one of them", out
+
+
 def test_missing_params_file(project):
     code, out = run("train", "--params", "nope.yaml")
     assert code == 2 and "nope.yaml" in out
