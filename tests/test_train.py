@@ -545,3 +545,20 @@ def test_a_damaged_last_pt_is_set_aside_and_the_run_starts_fresh(tmp_path, data)
                                          r"read \(.*\); moved aside to .*out/last.damaged.pt; starting fresh"):
         summary = run(data, out, epochs=2)
     assert summary["steps"] == 12 and (out / "last.damaged.pt").read_bytes() == whole[: len(whole) // 2]
+
+
+def test_a_run_that_diverges_in_its_first_epoch_fails_the_stage(tmp_path, data, monkeypatch):
+    """RCAN at the demo's lr went to loss 352 in epoch 1 and was then shipped with exit 0: epoch 1
+    had no epoch before it to compare with. Now its yardstick is the loss of the run's first steps."""
+    calls = {"n": 0}
+
+    def exploding(pred, target):  # finite, 1000 times larger after the first 10 steps
+        calls["n"] += 1
+        loss = torch.nn.functional.l1_loss(pred, target)
+        return loss * 1000 if calls["n"] > 10 else loss
+
+    monkeypatch.setitem(LOSSES, "l1", exploding)
+    with pytest.raises(SrpipeError, match=r"training diverged in epoch 1: its mean loss .* is over 10 times that of "
+                                          r"the run's first 10 steps \(.*\)"):
+        run(data, tmp_path, epochs=2, steps_per_epoch=30, save_every=0)
+    assert not (tmp_path / "best.pt").exists()  # nothing to evaluate, export or benchmark

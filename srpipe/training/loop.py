@@ -41,6 +41,7 @@ from .state import Progress, file_sha256, load_matching, model_arch, resumable, 
 
 VAL_OVERLAP = 16  # LR pixels of context around each validation tile
 DIVERGED = 10.0  # an epoch whose mean loss is this many times the lowest so far stops training
+EARLY_STEPS = 10  # epoch 1 is compared with the mean loss of the run's first steps
 TIMING_WARMUP = 3  # untimed first steps of a step-time measurement (allocations, caches)
 FUSED_ADAM = ("cpu", "cuda")  # devices whose Adam runs fused
 
@@ -271,6 +272,8 @@ class Trainer:
             loss, grad_norm = self.step(batches)
             p.step += 1
             p.epoch_losses.append(loss)
+            if p.step == min(EARLY_STEPS, self.steps_per_epoch):
+                p.early_loss = float(np.mean(p.epoch_losses))
             p.epoch_grad_norms.append(grad_norm)
             for name, value in self.step_terms.items():
                 p.epoch_terms.setdefault(name, []).append(value)
@@ -375,8 +378,11 @@ class Trainer:
                           f"below {D_WINS} at every step), so the generator's adversarial term teaches it little; "
                           "lower discriminator.lr or discriminator.features, or raise train.gan_weight", stacklevel=2)
         terms, p.epoch_terms = {k: float(np.mean(v)) for k, v in p.epoch_terms.items()}, {}
-        floor, self.loss_floor = self.loss_floor, min(self.loss_floor, loss)
+        # epoch 1 has no epoch before it: the yardstick is the loss of its first steps
+        floor = self.loss_floor if math.isfinite(self.loss_floor) else p.early_loss
+        self.loss_floor = min(self.loss_floor, loss)
         diverged, epoch = loss > DIVERGED * floor, p.step // self.steps_per_epoch
+        what = "the lowest so far" if epoch > 1 else f"that of the run's first {min(EARLY_STEPS, self.steps_per_epoch)} steps"
         if self.ddp.main:
             val = self._log_epoch(epoch, loss, norms, terms)
             if not diverged:
@@ -386,8 +392,8 @@ class Trainer:
         self.ddp.barrier()
         if diverged:
             raise SrpipeError(
-                f"training diverged in epoch {epoch}: its mean loss {loss:.4g} is over {DIVERGED:g} times the "
-                f"lowest so far ({floor:.4g}); {self.last} and best.pt are kept as the last good epoch left them; "
+                f"training diverged in epoch {epoch}: its mean loss {loss:.4g} is over {DIVERGED:g} times "
+                f"{what} ({floor:.4g}); {self.last} and best.pt are kept as the last good epoch left them; "
                 f"lower train.lr (e.g. to {self.cfg.lr / 2:g}) or set train.grad_clip, and run again")
 
     def _log_epoch(self, epoch: int, loss: float, grad_norms: np.ndarray, terms: dict[str, float]) -> dict[str, float]:

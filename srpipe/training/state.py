@@ -70,6 +70,7 @@ class Progress:
     epoch_grad_norms: list[float] = field(default_factory=list)  # before clipping, of the unfinished epoch
     epoch_terms: dict[str, list[float]] = field(default_factory=dict)  # a composite loss's terms, unfinished epoch
     seconds: float = 0.0  # wall time of the steps done (validation included), over restarts
+    early_loss: float = math.inf  # mean loss of the run's first steps: epoch 1's divergence yardstick
 
     def as_dict(self) -> dict:
         return asdict(self)
