@@ -33,6 +33,8 @@ class SrpipeError(RuntimeError):
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly in ``folder``, sorted by name. Missing or empty folders are errors."""
     folder = Path(folder)
+    if folder.is_file():
+        raise SrpipeError(f"{folder} is a file, not a folder of images; give the folder that holds it")
     if not folder.is_dir():
         raise SrpipeError(f"image folder not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -102,6 +102,14 @@ def test_missing_image_folder(project):
     assert not (project / "data" / "prepared" / "train").exists()
 
 
+def test_a_file_given_for_an_image_folder_is_named_as_a_file(project):
+    """data.train pointing at an image file said "image folder not found", though the path exists."""
+    photo = images(project / "photos", n=1) / "img0.png"
+    code, out = run("prepare-degradations", "--set", f"data.train={photo}")
+    assert code == 1 and out.strip() == f"srpipe: error: {photo} is a file, not a folder of images; give the folder " \
+        "that holds it", out
+
+
 def test_empty_image_folder(project):
     (project / "empty").mkdir()
     code, out = run("prepare-degradations", "--set", f"data.train={project / 'empty'}")
