@@ -66,6 +66,11 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     """Files as given, folders as their images; a missing path is kept so that it is reported."""
     files: list[Path] = []
     for item in inputs:
+        try:
+            item.resolve()
+        except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a loop, later ones OSError
+            raise SrpipeError(f"{item} is a symbolic link that leads back to itself (a loop); give an image file or "
+                              "a folder of images") from None
         files.extend(list_images(item) if item.is_dir() else [item])
     return files
 

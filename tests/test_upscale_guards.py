@@ -227,3 +227,11 @@ def test_an_unusable_out_is_refused_before_any_work(tmp_path):
     code, out = run("upscale", str(tmp_path / "p.png"), "--model", missing_model, "--out", "/proc/srpipe/out")
     assert code == 1 and "cannot write to /proc/srpipe/out" in out and out.count("\n") == 1
     assert (tmp_path / "taken").read_text() == "a file"
+
+
+def test_a_symlink_loop_given_as_input_is_named_not_a_bug(tmp_path, checkpoint):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    code, out = run("upscale", str(tmp_path / "loop"), "--model", str(checkpoint), "--out", str(tmp_path / "o"))
+    errors = [line for line in out.splitlines() if line.startswith("srpipe: error:")]
+    assert code == 1 and errors == [f"srpipe: error: {tmp_path / 'loop'} is a symbolic link that leads back to "
+                                    "itself (a loop); give an image file or a folder of images"], out
