@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ from .parallel import ordered_map
 from .progress import progress
 
 MANIFEST = "manifest.csv"
+
+
+class TooSmall(SrpipeError):
+    """An image too small for its set: under what the metrics need, or under one LR pixel."""
 
 
 def lr_dirname(scale: int) -> str:
@@ -46,14 +51,19 @@ def degraded_pair(
 ) -> tuple[str, np.ndarray, np.ndarray, tuple[Draw, ...]]:
     """(PNG name, HR cropped to a multiple of ``scale``, its LR version, the draws per pass) for one
     image, first shrunk to ``size`` times its sides (MATLAB-style bicubic) below 1; an image whose
-    sides are under ``min_side`` (what the metrics need) is an error."""
+    sides are under ``min_side`` (what the metrics need) is an error (:class:`TooSmall`), as is one
+    without a single LR pixel."""
     hr = read_image(path)
-    hr = crop_to_multiple(hr if size == 1 else imresize(hr, size), scale)
+    hr = hr if size == 1 else imresize(hr, size)
+    h, w = hr.shape[:2]
+    hr = crop_to_multiple(hr, scale)
     need = max(scale, min_side)
     if min(hr.shape[:2]) < need:
         fix = "remove it from the set" if size == 1 else f"remove it, or {size:g} from data.train_scales"
-        raise SrpipeError(f"image too small: {_copy_of(path, size)} is {hr.shape[1]}x{hr.shape[0]} px (cropped to "
-                          f"a multiple of {scale}), the scores need at least {need}x{need}; {fix}")
+        cropped = f" ({hr.shape[1]}x{hr.shape[0]} cropped to a multiple of {scale})" if hr.shape[:2] != (h, w) else ""
+        what = "the scores need" if min_side else f"x{scale} needs"
+        raise TooSmall(f"image too small: {_copy_of(path, size)} is {w}x{h} px{cropped}, {what} at least "
+                       f"{need}x{need}; {fix}")
     name = copy_name(path.stem, size)
     lr, drawn = degrade(hr, scale, degradation, seed, name.removesuffix(".png"))
     return name, hr, lr, drawn
@@ -75,9 +85,16 @@ def source_files(source: str | Sequence[str], limit: int | None = None, raw_dir:
 
 def _prepare_one(item: tuple[Path, float], out: Path, scale: int, degradation: DegradationParams | None, seed: int,
                  min_side: int) -> dict:
-    """Write one (image, size) copy's HR and LR PNGs into ``out``; return its manifest row."""
+    """Write one (image, size) copy's HR and LR PNGs into ``out``; return its manifest row. A
+    training image too small for even one LR pixel (``min_side`` 0: a set that is not scored) is
+    skipped: its row says why (``skipped``)."""
     path, size = item
-    name, hr, lr, drawn = degraded_pair(path, scale, degradation, seed, min_side, size)
+    try:
+        name, hr, lr, drawn = degraded_pair(path, scale, degradation, seed, min_side, size)
+    except TooSmall as exc:
+        if min_side:
+            raise
+        return {"skipped": f"{exc.args[0].split('; ')[0]}: skipped"}
     write_image(out / "hr" / name, hr)
     write_image(out / lr_dirname(scale) / name, lr)
     kind = degradation.kind if degradation else "bicubic"
@@ -121,6 +138,12 @@ def prepare(
                                 min_side=min_side)
         items = _copies(files, sizes)
         rows = list(progress(ordered_map(job, items, workers), total=len(items), desc=desc, unit="img"))
+        for row in rows:
+            if "skipped" in row:
+                warnings.warn(row["skipped"], stacklevel=2)
+        rows = [row for row in rows if "skipped" not in row]
+        if not rows:
+            raise SrpipeError(f"no image of {desc} is large enough to train on (each needs at least {scale}x{scale} px)")
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / MANIFEST, index=False)
     return manifest

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -189,6 +190,20 @@ def test_images_too_small_to_score_are_refused_up_front(project):
     code, out = run("evaluate", "--hr-dir", str(small), "--baseline", "bicubic", "--out", "s.json",
                     "--set", "eval.lpips=false")
     assert code == 1 and "image too small" in out and not (project / "s.json").exists()
+
+
+def test_a_training_image_too_small_for_one_lr_pixel_is_skipped_with_its_real_size(project):
+    """A 1 x 1 training photo stopped prepare-degradations with a message about scores and its
+    cropped size (0x0); training images too small are skipped with a warning, as README says."""
+    train = photos(project / "train")
+    cv2.imwrite(str(train / "dot.png"), np.zeros((1, 1, 3), np.uint8))
+    with pytest.warns(UserWarning) as caught:
+        code, out = run("prepare-degradations", "--set", f"data.train={train}")
+    assert code == 0, out
+    assert f"image too small: {train / 'dot.png'} is 1x1 px (0x0 cropped to a multiple of 2), x2 needs at least " \
+        "2x2: skipped" in [str(w.message) for w in caught]
+    manifest = pd.read_csv(project / "data" / "prepared" / "train" / "manifest.csv")
+    assert "dot.png" not in set(manifest["image"]) and len(manifest) == len(list(train.glob("img*.png")))
 
 
 def test_evaluate_skips_an_image_too_small_to_score_with_a_warning():
