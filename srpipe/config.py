@@ -463,7 +463,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        raise ParamsError(f"--set {item!r}: the value is {yaml_error(exc)}") from None
     return parts, value
 
 
@@ -485,6 +485,15 @@ def validate_params(raw: dict, source: str = "params") -> Params:
         return Params.model_validate(raw)
     except ValidationError as exc:
         raise ParamsError(_format_error(exc.errors()[0], source)) from None
+
+
+def yaml_error(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: where (line and column, 1-based) and what."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"not valid YAML{where}: {what}" + (f" ({context})" if context else "")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -529,7 +538,7 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506: a SafeLoader
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+        raise ParamsError(f"{path}: {yaml_error(exc)}") from None
     except ParamsError as exc:
         raise ParamsError(f"{path}: {exc}") from None
     if raw is None:

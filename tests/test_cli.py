@@ -91,6 +91,18 @@ def test_a_key_given_twice_is_refused_naming_it_and_both_lines(project, text, ex
     assert code == 2 and out.strip() == f"srpipe: error: params.yaml: {expected}; keep one of them", out
 
 
+def test_a_yaml_syntax_error_is_one_line_with_its_line_and_column(project):
+    """It took six lines (PyYAML's message with two excerpts of the file)."""
+    (project / "params.yaml").write_text("seed: 0\ntrain:\n  lr: [0.1\n  epochs: 3\n")
+    code, out = run("train")
+    assert code == 2 and out.strip() == ("srpipe: error: params.yaml: not valid YAML at line 4, column 9: expected "
+                                         "',' or ']', but got ':' (while parsing a flow sequence)"), out
+    shutil.copy(ROOT / "params.yaml", project / "params.yaml")
+    code, out = run("train", "--set", "train.lr=[0.1")
+    assert code == 2 and len(out.strip().splitlines()) == 1 and "--set 'train.lr=[0.1': the value is not valid YAML at " \
+        "line 1, column" in out, out
+
+
 def test_missing_params_file(project):
     code, out = run("train", "--params", "nope.yaml")
     assert code == 2 and "nope.yaml" in out
