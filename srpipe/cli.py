@@ -635,7 +635,7 @@ def data_list(params: ParamsPath = Path("params.yaml"), set_: Overrides = None) 
     for name, d in STANDARD.items():
         status = "present" if is_present(d, p.data.raw_dir) else "absent"
         where = f" [{hr_dir(d, p.data.raw_dir)}]" if status == "present" else ""
-        typer.echo(f"{name:13s} {status:10s} {d.description}{where}")
+        typer.echo(f"{name:13s} {status:10s} {d.description.replace('<raw_dir>', str(p.data.raw_dir))}{where}")
 
 
 @data_app.command("fetch")

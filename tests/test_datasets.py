@@ -217,6 +217,8 @@ def test_data_list_shows_a_hand_placed_set(tmp_path, monkeypatch):
     assert listed.exit_code == 0
     line = next(x for x in listed.output.splitlines() if x.startswith("set14 "))
     assert line.split()[1] == "present" and line.endswith(f"[{Path('raw') / 'set14'}]")
+    manga = next(x for x in listed.output.splitlines() if x.startswith("manga109 "))  # it printed <raw_dir>
+    assert "put the HR images in raw/manga109/" in manga and "<raw_dir>" not in listed.output
 
 
 def test_interrupted_download_leaves_nothing(server, tmp_path, monkeypatch):
