@@ -119,9 +119,13 @@ def good_overlap(footprint: Footprint) -> int:
 
 def check_overlap(footprint: Footprint, tile: int | None, overlap: int) -> None:
     """Warn when tiles get less context than the model needs: the seams would show."""
-    if tile and overlap < good_overlap(footprint):
-        warnings.warn(f"--overlap {overlap} is less than the model's reach ({footprint.reach} LR pixels): "
-                      f"seams between tiles will show; use --overlap {good_overlap(footprint)}", stacklevel=2)
+    need = good_overlap(footprint)
+    if tile and overlap < need:
+        why = (f"the model's reach ({need} LR pixels)" if need == footprint.reach else
+               f"{need} LR pixels (the model's convolutions reach {footprint.reach}, but a pixel's influence fades "
+               f"below one grey level within {need})")
+        warnings.warn(f"--overlap {overlap} is less than {why}: seams between tiles will show; use --overlap {need}",
+                      stacklevel=2)
 
 
 def available_memory(device: str = "cpu") -> int:

@@ -157,6 +157,18 @@ def test_too_little_overlap_warns_with_the_overlap_the_model_needs(tmp_path, che
         upscale_files([tmp_path / "p.png"], model, tmp_path / "o", tile=0, overlap=0)
 
 
+def test_the_overlap_warning_suggests_what_it_says_the_model_needs():
+    """A model reaching 20 LR pixels was told its reach was 20 and to use 16."""
+    from srpipe.upscale import check_overlap
+    from srpipe.upscalers import Footprint
+
+    with pytest.warns(UserWarning) as caught:
+        check_overlap(Footprint(reach=20, widest=3.0), tile=64, overlap=8)
+    assert str(caught[0].message) == ("--overlap 8 is less than 16 LR pixels (the model's convolutions reach 20, but "
+                                      "a pixel's influence fades below one grey level within 16): seams between "
+                                      "tiles will show; use --overlap 16")
+
+
 def model_net(path):
     from .conftest import load_model
 
