@@ -82,7 +82,8 @@ def test_a_unet_discriminator_needs_crops_that_are_a_multiple_of_8():
     adversary(name="patchgan_sn")  # a PatchGAN takes any crop
 
 
-def test_a_gan_run_logs_every_term_and_validates_lpips_and_dists(tmp_path, data):  # noqa: F811
+def test_a_gan_run_logs_every_term_and_validates_lpips_and_dists(tmp_path, data, backbone, vgg16,  # noqa: F811
+                                                                 monkeypatch):
     """Per step in TensorBoard: G's pixel and adversarial terms (their sum the logged loss), D's real
     and fake losses and its mean output on each; per epoch, their means in train_log.csv, beside
     validation LPIPS and DISTS."""
@@ -92,6 +93,9 @@ def test_a_gan_run_logs_every_term_and_validates_lpips_and_dists(tmp_path, data)
     from srpipe.config import ModelParams
 
     from .test_train import TINY_MODEL, TINY_TRAIN
+
+    monkeypatch.setenv("SRPIPE_LPIPS_BACKBONE", str(backbone))
+    monkeypatch.setenv("SRPIPE_VGG16_BACKBONE", str(vgg16))
 
     out = tmp_path / "gan"
     train(data / "patches", data / "prepared" / "valid", out, out / "log.csv", 2, 0, ModelParams(**TINY_MODEL),
@@ -111,10 +115,12 @@ def test_a_gan_run_logs_every_term_and_validates_lpips_and_dists(tmp_path, data)
     assert saved["scheduler"]["last_epoch"] == 12 and saved["optimizer"]["state"]
 
 
-def test_a_discriminator_that_wins_a_whole_epoch_says_so(tmp_path, data, monkeypatch):  # noqa: F811
+def test_a_discriminator_that_wins_a_whole_epoch_says_so(tmp_path, data, monkeypatch, backbone, vgg16):  # noqa: F811
     assert discriminator_wins([0.01, 0.02], [0.01, 0.02]) and not discriminator_wins([0.01, 0.2], [0.01, 0.0])
     winning = {"loss_d_real": 0.001, "loss_d_fake": 0.002, "d_real": 0.999, "d_fake": 0.002}
     monkeypatch.setattr(adversarial.Adversary, "step", lambda self, pairs, autocast: dict(winning))
+    monkeypatch.setenv("SRPIPE_LPIPS_BACKBONE", str(backbone))
+    monkeypatch.setenv("SRPIPE_VGG16_BACKBONE", str(vgg16))
     with pytest.warns(UserWarning, match=r"epoch 1: the discriminator won outright \(its loss stayed below 0.05 at "
                                          r"every step\).*lower discriminator.lr"):
         run(data, tmp_path / "won", epochs=1, gan_weight=0.1)

@@ -462,10 +462,11 @@ def test_a_malicious_model_file_never_runs_in_training(tmp_path, data, where):
     assert "it asks for posix.system" in errors[0] and ("evil.pt" in errors[0] or "out/last.pt" in errors[0])
 
 
-def test_a_perceptual_run_logs_each_term_and_trains_other_weights(tmp_path, data, vgg16):
+def test_a_perceptual_run_logs_each_term_and_trains_other_weights(tmp_path, data, vgg16, backbone, monkeypatch):
     """train.perceptual_weight: each weighted term per step in TensorBoard, their sum the logged loss."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    monkeypatch.setenv("SRPIPE_LPIPS_BACKBONE", str(backbone))  # the perceptual track validates LPIPS too
     plain = run(data, tmp_path / "plain", epochs=1)
     perceptual = run(data, tmp_path / "perceptual", epochs=1, perceptual_weight=0.01, vgg16_backbone=str(vgg16))
     assert perceptual["final_loss"] != plain["final_loss"]
