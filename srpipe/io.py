@@ -100,7 +100,38 @@ def imread_raw(path: str | Path) -> np.ndarray:
         print("\n".join(said), file=sys.stderr)
     if img.ndim == 3 and img.shape[2] == 4 and img.dtype == np.uint8 and path.suffix.lower() in TIFF_SUFFIXES:
         img = _unassociated_alpha_tiff(path, img)
-    return img
+    return upright(img, exif_orientation(path))
+
+
+# EXIF orientation (tag 274) -> the transform that makes the stored pixels upright, as viewers show them
+ORIENTATIONS = {
+    2: lambda a: a[:, ::-1],  # mirrored
+    3: lambda a: a[::-1, ::-1],  # turned 180 degrees
+    4: lambda a: a[::-1],  # flipped
+    5: lambda a: a.swapaxes(0, 1),  # mirrored and turned
+    6: lambda a: np.rot90(a, -1),  # turned 90 degrees (a phone held upright)
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation a file records (1, upright, when none or unreadable)."""
+    if path.suffix.lower() not in (".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".png"):
+        return 1
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(im.getexif().get(274, 1))
+    except Exception:  # noqa: BLE001: a file OpenCV decoded but Pillow cannot parse has no orientation for us
+        return 1
+
+
+def upright(img: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels as a viewer shows them: ``img`` turned and mirrored by its EXIF ``orientation``."""
+    turn = ORIENTATIONS.get(orientation)
+    return img if turn is None else np.ascontiguousarray(turn(img))
 
 
 def _unassociated_alpha_tiff(path: Path, bgra: np.ndarray) -> np.ndarray:
