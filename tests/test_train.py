@@ -400,15 +400,21 @@ def test_step_seconds_times_real_steps_without_touching_the_run(tmp_path, data):
     assert not (tmp_path / "scratch" / "last.pt").exists()
 
 
-def test_a_diverged_epoch_stops_training_and_keeps_the_last_good_state(tmp_path, data, monkeypatch):
+def exploding_after(steps):
+    """L1 that turns 1000 times larger (finite) after ``steps`` calls: a run that diverges."""
     calls = {"n": 0}
 
-    def exploding(pred, target):  # finite, but 1000 times larger from epoch 3 on, as lr 4e-3 went (README)
+    def loss(pred, target):
         calls["n"] += 1
-        loss = torch.nn.functional.l1_loss(pred, target)
-        return loss * 1000 if calls["n"] > 12 else loss
+        value = torch.nn.functional.l1_loss(pred, target)
+        return value * 1000 if calls["n"] > steps else value
 
-    monkeypatch.setitem(LOSSES, "l1", exploding)
+    return loss
+
+
+def test_a_diverged_epoch_stops_training_and_keeps_the_last_good_state(tmp_path, data, monkeypatch):
+    # finite, but 1000 times larger from epoch 3 on, as lr 4e-3 went (README)
+    monkeypatch.setitem(LOSSES, "l1", exploding_after(12))
     with pytest.raises(SrpipeError, match=r"training diverged in epoch 3: its mean loss .* is over 10 times the lowest "
                                           r"so far .*lower train.lr \(e.g. to 0.0001\)"):
         run(data, tmp_path, epochs=4, lr=2e-4, save_every=0, snapshot_every=1)
@@ -551,14 +557,7 @@ def test_a_damaged_last_pt_is_set_aside_and_the_run_starts_fresh(tmp_path, data)
 def test_a_run_that_diverges_in_its_first_epoch_fails_the_stage(tmp_path, data, monkeypatch):
     """RCAN at the demo's lr went to loss 352 in epoch 1 and was then shipped with exit 0: epoch 1
     had no epoch before it to compare with. Now its yardstick is the loss of the run's first steps."""
-    calls = {"n": 0}
-
-    def exploding(pred, target):  # finite, 1000 times larger after the first 10 steps
-        calls["n"] += 1
-        loss = torch.nn.functional.l1_loss(pred, target)
-        return loss * 1000 if calls["n"] > 10 else loss
-
-    monkeypatch.setitem(LOSSES, "l1", exploding)
+    monkeypatch.setitem(LOSSES, "l1", exploding_after(10))  # finite, 1000 times larger after the first 10 steps
     with pytest.raises(SrpipeError, match=r"training diverged in epoch 1: its mean loss .* is over 10 times that of "
                                           r"the run's first 10 steps \(.*\)"):
         run(data, tmp_path, epochs=2, steps_per_epoch=30, save_every=0)
