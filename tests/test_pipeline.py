@@ -205,3 +205,34 @@ def test_dvc_repro_resumes_training_after_a_kill(repo):
     assert f"resuming from stages/train/last.pt at step {step} of 400" in again
     assert re.search(r"best validation PSNR [\d.]+ dB at epoch \d", again)
     assert torch.load(last, weights_only=True)["progress"]["step"] == 400
+
+
+def docs_recipe() -> str:
+    """The bash block of docs/perceptual.md's two phases, as written there."""
+    text = (ROOT / "docs" / "perceptual.md").read_text()
+    section = text[text.index("## The two phases as experiments"):]
+    return section[section.index("```bash\n") + 8 : section.index("\n```", section.index("```bash"))]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_two_phase_perceptual_recipe_runs_as_written(repo):
+    """docs/perceptual.md's commands, verbatim, on the tiny project: an L1 experiment, then the
+    perceptual + GAN experiment from its best.pt, each scored with LPIPS and DISTS."""
+    import torch
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())  # a tiny Compact and discriminator
+    params["model"]["kwargs"], params["discriminator"]["features"] = {"num_feat": 8, "num_conv": 2}, 8
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(repo, "git", "commit", "-qam", "tiny compact")
+    sh(repo, "bash", "-euc", docs_recipe(), env={"COLUMNS": "200"})
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
+    assert {"x4-l1", "x4-gan"} <= set(find(shown, "name")), find(shown, "name")
+    gan = torch.load(repo / "stages/train/last.pt", weights_only=True)  # the workspace holds phase 2's run
+    assert gan["fingerprint"]["train"]["gan_weight"] == 0.1 and gan["discriminator"]["optimizer"]["state"]
+    assert gan["fingerprint"]["init_sha256"] == hashlib.sha256((repo / "models/x4-l1.pt").read_bytes()).hexdigest()
+    log = pd.read_csv(repo / "metrics/train_log.csv")
+    assert {"loss_perceptual", "loss_gan", "d_real", "d_fake", "val_lpips", "val_dists"} <= set(log.columns)
+    scores = json.loads((repo / "metrics/evaluate.json").read_text())["set5"]
+    assert 0 < scores["dists"] < 1 and 0 < scores["bicubic"]["dists"] < 1
+    assert len(list((repo / "stages/evaluate/crops/set5").glob("*.png"))) == 1
