@@ -30,7 +30,7 @@ class _Progress(tqdm):
             return
         self._last_line = now
         d = self.format_dict
-        rate = d["rate"] or (d["n"] / d["elapsed"] if d["elapsed"] else 0)
+        rate = d["n"] / d["elapsed"] if d["elapsed"] else 0  # the run's mean: a log line is read alone
         unit = d["unit"]
         done = f"{d['n']}/{d['total']} {unit}" if d["total"] else f"{d['n']} {unit}"
         left = (f", about {self.format_interval((d['total'] - d['n']) / rate)} left"

@@ -18,6 +18,14 @@ def test_off_a_terminal_long_work_logs_lines_with_rate_and_time_left(capsys, eve
     assert [line.split(",")[0] for line in lines] == [f"validate: {i}/4 img" for i in range(1, 5)]
     assert " img/s, " in lines[0] and "elapsed, about " in lines[0] and lines[0].endswith(" left")
 
+
+    clock = iter([0.0, 10.0, 20.0, 30.0, 40.0, 50.0])  # 3 steps in 10 s: 0.3 it/s, 7 left: 23 s
+    bar = progress(total=10, desc="slow", unit="it")
+    bar.start_t, bar._time = 0.0, lambda: next(clock)
+    bar.update(3)
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith("slow: 3/10 it, 0.3 it/s, 00:10 elapsed, about 00:23 left"), line
+
     bar = progress(total=10, desc="train", unit="it")
     bar.update(3)
     bar.set_postfix(loss="0.0123")
