@@ -69,6 +69,9 @@ def page(template, tmp_path_factory) -> Path:
     (repo / "metrics").mkdir()
     (repo / "metrics" / "train_log.csv").write_text(TRAIN_LOG)
     (repo / "metrics" / "benchmark_latency.csv").write_text(LATENCY)
+    crop = repo / "stages" / "evaluate" / "crops" / "set5" / "baby.png"  # what evaluate writes: an image plot
+    crop.parent.mkdir(parents=True)
+    cv2.imwrite(str(crop), np.random.default_rng(0).integers(0, 256, (64, 200, 3), dtype=np.uint8))
     run(repo, "dvc", "config", "--local", "plots.html_template", str(template))
     run(repo, "dvc", "plots", "show", "-o", "plots")
     return repo / "plots" / "index.html"
@@ -83,6 +86,7 @@ def defined_plots() -> list[str]:
 def test_the_page_holds_the_defined_plots_only_and_loads_nothing(page):
     html = page.read_text(encoding="utf-8")
     assert re.findall(r"vegaEmbed\('#([^']+)'", html) == defined_plots()
+    assert page_images(html) == ["static/workspace_stages_evaluate_crops_set5_baby.png"]
     assert defined_plots() == ["Validation_PSNR", "Training_loss", "Latency_vs_input_size"]
     assert not re.search(r"<script[^>]*\ssrc=", html), "the page loads a script from elsewhere"
     assert "vega@5" in html and "vega-lite@5" in html and "vega-embed@6" in html
@@ -114,11 +118,16 @@ def test_the_page_renders_its_charts_with_no_network(page, tmp_path):
         assert (part.max(axis=2) - part.min(axis=2) > 60).sum() > 300, "a chart has no data line"
 
 
+def page_images(html: str) -> list[str]:
+    """The sources of a page's ``<img>`` elements (not the vega library's own template text)."""
+    return [src for src in re.findall(r'<img src="([^"]+)"', html) if "${" not in src]
+
+
 def images_drawn(page: Path, tmp_path: Path, window: str = "1800,3000") -> dict[str, bool]:
     """Each ``<img>`` of ``page`` (its src) -> whether headless Chromium drew it: its file found,
     pixel for pixel, in a screenshot of the page (a broken image draws an icon instead)."""
     browser = chromium()
-    sources = re.findall(r'<img src="([^"]+)"', page.read_text(encoding="utf-8"))
+    sources = page_images(page.read_text(encoding="utf-8"))
     shot = tmp_path / "images.png"
     run(tmp_path, browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-images'}",
         f"--window-size={window}", f"--screenshot={shot}", page.as_uri())
