@@ -86,13 +86,13 @@ def source_files(source: str | Sequence[str], limit: int | None = None, raw_dir:
 def _prepare_one(item: tuple[Path, float], out: Path, scale: int, degradation: DegradationParams | None, seed: int,
                  min_side: int) -> dict:
     """Write one (image, size) copy's HR and LR PNGs into ``out``; return its manifest row. A
-    training image too small for even one LR pixel (``min_side`` 0: a set that is not scored) is
-    skipped: its row says why (``skipped``)."""
+    training photo too small for even one LR pixel (``min_side`` 0: a set that is not scored) is
+    skipped: its row says why (``skipped``); a shrunk copy too small stops, naming data.train_scales."""
     path, size = item
     try:
         name, hr, lr, drawn = degraded_pair(path, scale, degradation, seed, min_side, size)
     except TooSmall as exc:
-        if min_side:
+        if min_side or size != 1:
             raise
         return {"skipped": f"{exc.args[0].split('; ')[0]}: skipped"}
     write_image(out / "hr" / name, hr)

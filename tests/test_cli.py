@@ -187,7 +187,7 @@ def test_a_training_image_too_small_for_a_train_scale_is_named_with_the_key(proj
     code, out = run("prepare-degradations", "--out", "prep", "--set", f"data.train={small}", "--set",
                     f"data.valid={valid}", "--set", "data.train_scales=[1.0, 0.1]")
     assert code == 1 and len(out.strip().splitlines()) == 1
-    assert f"{small / 'img0.png'} shrunk to 0.1 (data.train_scales) is 0x0 px" in out
+    assert f"{small / 'img0.png'} shrunk to 0.1 (data.train_scales) is 1x1 px (0x0 cropped to a multiple of 2)" in out
     assert "remove it, or 0.1 from data.train_scales" in out
     assert not (project / "prep").exists() or not any((project / "prep").iterdir())
 
