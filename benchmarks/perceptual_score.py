@@ -21,7 +21,7 @@ from srpipe.evaluate import evaluate, summarize
 from srpipe.io import write_image
 from srpipe.metrics import min_side
 from srpipe.upscalers import bicubic_upscaler, load_upscaler
-from srpipe.visualize import TILE, detail_windows, labelled_tile, strip
+from srpipe.visualize import detail_strip, detail_windows
 
 PICTURE_SET, PICTURE_CROPS = "Set14", 2
 METRICS = ("psnr", "ssim", "lpips", "dists")
@@ -35,13 +35,9 @@ def upscalers(work: Path, scale: int) -> dict:
 
 def picture(pairs, models: dict, scale: int) -> np.ndarray:
     """HR | each model, one row per crop richest in detail, rows stacked with a white gap."""
-    rows = []
-    for index, y, x, side in detail_windows(pairs, scale, PICTURE_CROPS):
-        _, hr, lr = pairs[index]
-        zoom = max(1, TILE // side)
-        tiles = [labelled_tile(hr, y, x, side, zoom, "HR")]
-        tiles += [labelled_tile(up(lr), y, x, side, zoom, label.split(" (")[0]) for label, up in models.items()]
-        rows.append(strip(tiles))
+    short = {label.split(" (")[0]: up for label, up in models.items()}  # "L1 (phase 1)" -> "L1"
+    rows = [detail_strip(pairs[index][1], pairs[index][2], (y, x, side), short)
+            for index, y, x, side in detail_windows(pairs, scale, PICTURE_CROPS)]
     gap = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
     return np.vstack([part for row in rows for part in (row, gap)][:-1])
 

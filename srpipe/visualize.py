@@ -90,6 +90,17 @@ def detail_windows(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], scale: i
     return [(index, y, x, side) for _, index, y, x, side in sorted(richest, key=lambda f: f[1])]
 
 
+def detail_strip(hr: np.ndarray, lr: np.ndarray, window: tuple[int, int, int],
+                 upscalers: dict[str, Callable[[np.ndarray], np.ndarray]]) -> np.ndarray:
+    """HR | each upscaler's output (label -> upscaler) at ``window`` (y, x, side), zoomed to about
+    :data:`TILE` pixels and labelled."""
+    y, x, side = window
+    zoom = max(1, TILE // side)
+    tiles = [labelled_tile(hr, y, x, side, zoom, "HR")]
+    tiles += [labelled_tile(up(lr), y, x, side, zoom, label) for label, up in upscalers.items()]
+    return strip(tiles)
+
+
 def write_detail_crops(upscalers: dict[str, Callable[[np.ndarray], np.ndarray]],
                        pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], scale: int, count: int,
                        out_dir: Path) -> list[Path]:
@@ -100,10 +111,7 @@ def write_detail_crops(upscalers: dict[str, Callable[[np.ndarray], np.ndarray]],
     written = []
     for index, y, x, side in detail_windows(pairs, scale, count):
         name, hr, lr = pairs[index]
-        zoom = max(1, TILE // side)
-        tiles = [labelled_tile(hr, y, x, side, zoom, "HR")]
-        tiles += [labelled_tile(up(lr), y, x, side, zoom, label) for label, up in upscalers.items()]
         path = Path(out_dir) / f"{Path(name).stem}.png"
-        write_image(path, strip(tiles))
+        write_image(path, detail_strip(hr, lr, (y, x, side), upscalers))
         written.append(path)
     return written
