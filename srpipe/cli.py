@@ -254,16 +254,16 @@ def evaluate(
         score_pipeline(p, upscaler, model_scale, label, prepared, (metrics, per_image, crops), save_dir, extras)
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+def param_choices(key: str) -> type[Enum]:
+    """The values ``eval.<key>`` takes, as a CLI option's choices: params' schema is their one list."""
+    from typing import get_args
+
+    from .config import EvalParams
+
+    return Enum(key.capitalize(), {v: v for v in get_args(EvalParams.model_fields[key].annotation)}, type=str)
 
 
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
+Device, Precision = param_choices("device"), param_choices("precision")  # --device, --precision
 
 
 def inference_overrides(device: Device | None, precision: Precision | None) -> list[str]:
