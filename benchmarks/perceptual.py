@@ -35,11 +35,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from time_to_quality import check_held_out  # noqa: E402
 
 from srpipe.cli import read  # noqa: E402
 from srpipe.config import Params  # noqa: E402
-from srpipe.data import PrepareJob, prepare_all, source_files  # noqa: E402
+from srpipe.data import PrepareJob, check_held_out, prepare_all, source_files  # noqa: E402
 from srpipe.io import SrpipeError  # noqa: E402
 from srpipe.parallel import resolve_workers  # noqa: E402
 from srpipe.patches import extract  # noqa: E402

@@ -40,8 +40,7 @@ import pandas as pd
 
 from srpipe.cli import read
 from srpipe.config import Params
-from srpipe.data import PrepareJob, prepare_all, source_files
-from srpipe.datasets import sha256_of
+from srpipe.data import PrepareJob, check_held_out, prepare_all, source_files
 from srpipe.evaluate import score_source, summarize
 from srpipe.io import SrpipeError
 from srpipe.parallel import resolve_workers
@@ -49,7 +48,6 @@ from srpipe.patches import extract
 from srpipe.training import step_seconds, train
 from srpipe.upscalers import bicubic_upscaler, load_upscaler
 
-BSD300_TEST = {"bsd68", "cbsd68", "b100", "bsd100"}  # folder names of sets drawn from BSD300's test split
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,21 +79,6 @@ def benchmark_params(args: argparse.Namespace) -> Params:
     stage reads them, with bicubic data (the published protocol)."""
     return read(args.params, [*args.overrides, "degradation.kind=bicubic", "degradation.on_the_fly=false"],
                 missing_ok=True)
-
-
-def check_held_out(train_files: list[Path], evals: dict[str, list[Path]], train: list[str]) -> None:
-    """Stop if a scored set shares an image file with the training data, or is B100 while BSD68
-    (both are BSD300's test split) is trained on."""
-    trained_on_bsd_test = any(Path(t).name.lower() in BSD300_TEST for t in train)
-    seen = {sha256_of(f): f for f in train_files}
-    for name, files in evals.items():
-        if trained_on_bsd_test and Path(name).name.lower() in BSD300_TEST:
-            raise SrpipeError(f"{name} and the training set both come from BSD300's test split; "
-                              "score on another set or train without BSD68")
-        for f in files:
-            if (twin := seen.get(sha256_of(f))) is not None:
-                raise SrpipeError(f"{f} is also a training image ({twin}); {name} cannot be scored by a model "
-                                  "trained on it")
 
 
 def prepare_data(args: argparse.Namespace, p: Params, files: list[Path]) -> tuple[Path, Path]:

@@ -27,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstrings reflow to the terminal's width instead of breaking where the source does
 )
 
 ParamsPath = Annotated[Path, typer.Option("--params", help="params file to read.")]
@@ -42,6 +43,8 @@ EXPORT_DIR = Path("stages/export-onnx")
 
 
 DEBUG_ENV = "SRPIPE_DEBUG"
+# what Typer reports itself (bad usage): the base class of typer.BadParameter, whichever version
+USAGE_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ in ("ClickException", "TyperException"))
 
 
 def fail(message: str, code: int) -> None:
@@ -58,7 +61,12 @@ def debugging() -> bool:
 
 def os_error_message(exc: OSError) -> str:
     """One line for a file-system failure: the path, what went wrong, what to do."""
-    where = f"{exc.filename}: " if exc.filename else ""
+    from .io import disk_full_error, user_path
+
+    full = disk_full_error(exc, exc.filename or "an output") if exc.errno is not None else None
+    if full is not None:
+        return str(full)
+    where = f"{user_path(exc.filename)}: " if exc.filename else ""
     return f"{where}{exc.strerror or exc}; check that the path exists, is writable and that the disk has room"
 
 
@@ -74,7 +82,7 @@ def stage(fn: Callable) -> Callable:
             fail(str(exc), 2)
         except SrpipeError as exc:
             fail(str(exc), 1)
-        except (typer.exceptions.TyperException, typer.Exit, typer.Abort):
+        except (*USAGE_ERRORS, typer.Exit, typer.Abort):
             raise  # usage errors and exits: Typer reports them
         except OSError as exc:
             if debugging():
@@ -126,7 +134,7 @@ def prepare_degradations(
     `eval.degradation: bicubic`. Every input is found before anything is written; images are
     prepared on `data.workers` processes.
     """
-    from .data import PrepareJob, prepare_all, source_files
+    from .data import PrepareJob, check_held_out, prepare_all, source_files
     from .datasets import dataset_key
     from .metrics import min_side
     from .parallel import resolve_workers
@@ -143,6 +151,13 @@ def prepare_degradations(
     check_writable(out, folder=True)
     jobs = [PrepareJob(folder, source_files(source, p.data.limit, p.data.raw_dir), degradation, least, sizes)
             for folder, source, degradation, least, sizes in sets]  # every input is found before anything is written
+    if p.data.allow_overlap:
+        warnings.warn("data.allow_overlap: validation and evaluation images are not checked against the training "
+                      "images; scores of images the model trained on are inflated")
+    else:
+        train_sources = [p.data.train] if isinstance(p.data.train, str) else p.data.train
+        check_held_out(jobs[0].files, {str(source): job.files for (_, source, *_), job in zip(sets[1:], jobs[1:])},
+                       train_sources)
     prepare_all(jobs, out, p.scale, p.seed, resolve_workers(p.data.workers))
     for (folder, source, *_), job in zip(sets, jobs):
         typer.echo(f"{folder}: {len(job.files)} images from {source} -> {out / folder}")
@@ -199,9 +214,8 @@ def train(
     for path in (out / "last.pt", history, metrics):
         check_writable(path)
     summary = run_train(patches, valid, out, history, p.scale, p.seed, p.model, p.train, p.eval.crop(p.scale),
-                        p.degradation, p.eval.lpips_backbone, p.discriminator)
-    if summary is not None:  # only the main process writes
-        write_json(metrics, summary)
+                        p.degradation, p.eval.lpips_backbone, p.discriminator, metrics)
+    if summary is not None:  # the main process
         typer.echo(f"best validation PSNR {summary['best_val_psnr']:.3f} dB at epoch {summary['best_epoch']}")
 
 
@@ -321,7 +335,7 @@ def score_folder(p: Params, upscaler, scale: int, label: str, hr_dir: str, out: 
     """evaluate --hr-dir: one folder or dataset, made into pairs as prepare-degradations would
     (with ``extras``, their scores too, each under its name: :func:`extra_upscalers`)."""
     from .evaluate import score_source, summarize
-    from .io import atomic_path
+    from .io import atomic_outputs
 
     held_out = dict(degradation=p.degradation if p.eval.degradation == "same" else None, seed=p.seed,
                     raw_dir=p.data.raw_dir, **protocol(p, scale))
@@ -329,9 +343,10 @@ def score_folder(p: Params, upscaler, scale: int, label: str, hr_dir: str, out: 
     scores = summarize(frame)
     extra = {name: extra_entry(name, summarize(score_source(up, hr_dir, scale, desc=f"{label} {name}", **held_out)),
                                scores) for name, up in extras.items()}
-    write_json(out, {"dataset": hr_dir, "scale": scale, "upscaler": label, "images": len(frame), **scores, **extra})
-    with atomic_path(out.with_suffix(".csv")) as tmp:
-        frame.to_csv(tmp, index=False)
+    with atomic_outputs(out, out.with_suffix(".csv"), clean=True) as (json_tmp, csv_tmp):
+        write_json(json_tmp, {"dataset": hr_dir, "scale": scale, "upscaler": label, "images": len(frame), **scores,
+                              **extra})
+        frame.to_csv(csv_tmp, index=False)
     shown = {label: scores, **{f"{label} {EXTRA_LABEL.get(name, name)}": s for name, s in extra.items()}}
     for name, scores in shown.items():
         typer.echo(f"{name} on {hr_dir} x{scale}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
@@ -355,14 +370,14 @@ def score_pipeline(p: Params, upscaler, scale: int, label: str, prepared: Path, 
     from .data import load_pairs
     from .datasets import dataset_key
     from .evaluate import evaluate as run_eval, summarize
-    from .io import atomic_path
+    from .io import atomic_outputs
     from .upscalers import bicubic_upscaler
     from .visualize import write_detail_crops
 
     metrics, per_image, crops = outs
     kwargs = protocol(p, scale)
     result, tables, rows = {}, [], {}
-    with atomic_path(crops, clean=True) as crops_tmp:
+    with atomic_outputs(metrics, per_image, crops, clean=True) as (metrics_tmp, per_image_tmp, crops_tmp):
         crops_tmp.mkdir()
         for key in (dataset_key(d) for d in p.eval.datasets):
             pairs = load_pairs(prepared / key, scale)
@@ -376,9 +391,10 @@ def score_pipeline(p: Params, upscaler, scale: int, label: str, prepared: Path, 
             tables.append(ours.merge(bicubic, on="image", suffixes=("", "_bicubic")).assign(dataset=key))
             write_detail_crops({"bicubic": bicubic_upscaler(scale), label: upscaler}, pairs, scale,
                                p.eval.detail_crops, crops_tmp / key)
-        write_json(metrics, result)
-        with atomic_path(per_image) as tmp:
-            pd.concat(tables).to_csv(tmp, index=False)
+        if p.data.allow_overlap:  # the scores may be of images the model trained on (prepare-degradations)
+            result["allow_overlap"] = True
+        write_json(metrics_tmp, result)
+        pd.concat(tables).to_csv(per_image_tmp, index=False)
     typer.echo(pd.DataFrame(rows).T.to_string(float_format="%.4f"))
 
 
@@ -400,6 +416,7 @@ def export_onnx(
     """
     from .data import load_pairs
     from .export import export_precisions
+    from .io import atomic_outputs
     from .modelfile import open_model_file
 
     p = read(params, set_)
@@ -408,12 +425,13 @@ def export_onnx(
     opened = open_model_file(checkpoint)
     typer.echo(f"exporting {opened.description}", err=True)
     scale, e = opened.scale, p.export
-    result = export_precisions(
-        opened.model, scale, out, e.precision, e.opset, load_pairs(valid, scale), e.check_images,
-        e.calibration_patches, e.calibration_size, p.eval.crop(scale), p.eval.y_channel,
-        perceptual_metrics(p), e.int8_reduce_range, opened.arch,
-    )
-    write_json(metrics, result)
+    with atomic_outputs(out, metrics, clean=True) as (out_tmp, metrics_tmp):  # the files of one export, or none
+        result = export_precisions(
+            opened.model, scale, out_tmp, e.precision, e.opset, load_pairs(valid, scale), e.check_images,
+            e.calibration_patches, e.calibration_size, p.eval.crop(scale), p.eval.y_channel,
+            perceptual_metrics(p), e.int8_reduce_range, opened.arch,
+        )
+        write_json(metrics_tmp, result)
     typer.echo(f"max |onnxruntime - torch| = {result['max_abs_diff']:.2e} (fp32)")
     for precision in e.precision:
         r = result[precision]
@@ -445,7 +463,7 @@ def benchmark(
     from .benchmark import engines, headline, latency_table, report_lines, results_table, run_benchmark
     from .export import PRECISIONS, onnx_path
     from .hardware import pick_device
-    from .io import atomic_path
+    from .io import atomic_outputs
     from .modelfile import open_model_file
     from .models import macs_per_output_pixel
 
@@ -463,10 +481,10 @@ def benchmark(
         typer.echo(f"skipped: {'; '.join(skipped)}", err=True)
     measured = run_benchmark(checkpoint, onnx_files, opened.scale, macs_per_output_pixel(opened.model),
                              b.sizes, b.threads, b.warmup, b.repeats, found)
-    write_json(metrics, headline(measured))
-    for path, frame in ((table, latency_table(measured)), (results, results_table(measured))):
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False)
+    with atomic_outputs(metrics, table, results, clean=True) as (metrics_tmp, table_tmp, results_tmp):
+        write_json(metrics_tmp, headline(measured))
+        latency_table(measured).to_csv(table_tmp, index=False)
+        results_table(measured).to_csv(results_tmp, index=False)
     for line in report_lines(measured):
         typer.echo(line)
 

@@ -46,6 +46,8 @@ class DataParams(_Section):
     workers: Optional[int] = Field(None, ge=1, description="processes for the data stages; null: every core")
     train_scales: list[float] = Field([1.0], min_length=1, description="each training image enters the store "
                                       "once per factor, shrunk to that factor of its sides (1: as it is)")
+    allow_overlap: bool = Field(False, description="score validation and evaluation images that are also "
+                                "training images (by content); false: prepare-degradations refuses them")
 
     @field_validator("train_scales")
     @classmethod

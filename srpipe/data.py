@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .config import DegradationParams
-from .datasets import dataset_files
+from .datasets import dataset_files, sha256_of
 from .degradations import Draw, degrade, manifest_row
 from .imresize import crop_to_multiple, imresize
 from .io import SrpipeError, atomic_path, list_images, read_image, write_image
@@ -81,6 +81,29 @@ def source_files(source: str | Sequence[str], limit: int | None = None, raw_dir:
                               "rename one")
         seen[path.stem] = path
     return files
+
+
+BSD300_TEST = {"bsd68", "cbsd68", "b100", "bsd100"}  # folder names of sets drawn from BSD300's test split
+
+
+def check_held_out(train_files: list[Path], scored: dict[str, list[Path]], train_sources: list[str]) -> None:
+    """Stop if a scored set (validation, evaluation) holds a training image, compared by content
+    (the file's bytes, under any name or folder), or is B100 while BSD68 is trained on (both are
+    BSD300's test split): its scores would be inflated. ``train_sources``: data.train's entries."""
+    trained_on_bsd_test = any(Path(t).name.lower() in BSD300_TEST for t in train_sources)
+    seen = {sha256_of(f): f for f in train_files}
+    for name, files in scored.items():
+        if trained_on_bsd_test and Path(name).name.lower() in BSD300_TEST:
+            raise SrpipeError(f"{name} and the training set both come from BSD300's test split; score on another "
+                              f"set or train without BSD68 (or set {ALLOW_OVERLAP}: true to score it anyway)")
+        for f in files:
+            if (twin := seen.get(sha256_of(f))) is not None:
+                raise SrpipeError(f"{f} is also a training image ({twin}, same content): {name} would score the "
+                                  f"model on what it trained on; give other images, or set {ALLOW_OVERLAP}: true "
+                                  "to score them anyway (evaluate's metrics then say so)")
+
+
+ALLOW_OVERLAP = "data.allow_overlap"
 
 
 def _prepare_one(item: tuple[Path, float], out: Path, scale: int, degradation: DegradationParams | None, seed: int,

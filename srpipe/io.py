@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +31,55 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # srpipe repor
 
 class SrpipeError(RuntimeError):
     """A user-facing failure: bad input data, missing files. The CLI prints it and exits 1."""
+
+
+class DiskFull(SrpipeError):
+    """No space left where an output is written: the whole command stops (not only one image)."""
+
+
+FULL_BYTES = 1 << 20  # a write that failed in a library's own words, with less free space than this: a full disk
+
+
+UNFINISHED = ".unfinished"  # a folder of outputs a long run keeps until it publishes them beside it
+
+
+def user_path(path: str | Path) -> Path:
+    """``path`` as its user knows it: each temporary of :func:`atomic_outputs` in it (however nested)
+    named as the output it becomes, ``.train.PID.RANDOM.tmp/hr/a.png`` as ``train/hr/a.png``, and
+    ``out/.unfinished/best.pt`` as ``out/best.pt``."""
+    parts = []
+    for part in Path(path).parts:
+        while (match := _TEMPORARY.fullmatch(part)) is not None:
+            part = match.group(1) + (match.group(2) or "")
+        if part != UNFINISHED:
+            parts.append(part)
+    return Path(*parts) if parts else Path(path)
+
+
+_TEMPORARY = re.compile(r"\.(.+)\.\d+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?")
+
+
+def _free_bytes(path: Path) -> float:
+    for folder in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            if folder.exists():
+                return shutil.disk_usage(folder).free
+    return float("inf")
+
+
+def disk_full_error(exc: BaseException, where: str | Path) -> DiskFull | None:
+    """The one-line error for ``exc`` if it means the disk under ``where`` is full (ENOSPC, or a
+    library's failed write while less than :data:`FULL_BYTES` are free); None otherwise."""
+    if isinstance(exc, DiskFull):
+        return exc
+    if isinstance(exc, OSError):
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return None
+        where = exc.filename or where
+    elif not isinstance(exc, Exception) or _free_bytes(Path(where)) >= FULL_BYTES:
+        return None
+    return DiskFull(f"no space left on device while writing {user_path(where)}; free some space there or write "
+                    "the output elsewhere, and run again")
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -228,34 +280,120 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
         lock.release()
 
 
+def _temporary_beside(path: Path) -> Path:
+    """A fresh name beside ``path`` that :func:`remove_stale` recognises (nothing is created)."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    os.unlink(name)
+    return Path(name)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends (in the main thread; elsewhere, no change): a
+    swap of several outputs is not cut in two."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    kept = {sig: signal.signal(sig, lambda number, frame: caught.append(number)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
+        for sig in caught[:1]:
+            signal.raise_signal(sig)
+
+
+def _keep_aside(path: Path, old: Path) -> None:
+    """Keep ``path``'s current content under ``old`` until the swap is done: a file by a second
+    link, so that it is replaced in one step and readers see the old or the new file, never none."""
+    if path.is_file() and not path.is_symlink():
+        try:
+            os.link(path, old)
+            return
+        except OSError:
+            pass
+    os.replace(path, old)
+
+
+def _swap_in(pairs: list[tuple[Path, Path]]) -> None:
+    """Rename each written temporary onto its output; if one rename fails, put every old output back."""
+    aside: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        with _signals_deferred():
+            try:
+                for path, tmp in pairs:
+                    if path.exists() or path.is_symlink():
+                        old = _temporary_beside(path)
+                        _keep_aside(path, old)
+                        aside.append((path, old))
+                    os.replace(tmp, path)
+                    placed.append(path)
+            except BaseException:
+                _put_back(aside, placed)
+                raise
+    finally:
+        for _, old in aside:  # the old outputs, once replaced (put back ones are gone from here)
+            _remove(old)
+
+
+def _put_back(aside: list[tuple[Path, Path]], placed: list[Path]) -> None:
+    for path in placed:
+        _remove(path)
+    for path, old in aside:
+        if path.is_file() and os.path.samefile(path, old):
+            old.unlink()  # a second link of a file that was never replaced
+        else:
+            os.replace(old, path)
+
+
+@contextlib.contextmanager
+def atomic_outputs(*paths: str | Path, clean: bool = False) -> Iterator[list[Path]]:
+    """Yield one temporary path beside each of ``paths``; only if the block succeeds are they all
+    renamed onto their outputs, together (Ctrl-C held meanwhile; on a failed rename the old ones are
+    put back). A stage's several outputs so change together or not at all: a killed or failed
+    writer leaves the old set (or nothing), never a mix of two runs nor a half-written file.
+
+    Works for files and folders. A temporary's name keeps the suffix, so format-by-extension writers
+    (OpenCV, ONNX) still work, and holds the writer's process id: with ``clean`` (a stage's own
+    outputs), temporaries that killed runs left beside them are removed first.
+    """
+    outputs = [Path(p) for p in paths]
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if clean:
+            remove_stale(path)
+    temporaries = [_temporary_beside(path) for path in outputs]
+    try:
+        yield temporaries
+        _swap_in(list(zip(outputs, temporaries)))
+    except Exception as exc:  # a full disk is said so, naming the output (not a temporary)
+        fullest = min(outputs, key=lambda path: _free_bytes(path.parent))
+        full = disk_full_error(exc, fullest)
+        if full is None or full is exc:
+            raise
+        raise full from None
+    finally:
+        for tmp in temporaries:
+            _remove(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, clean: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
-
-    Works for files and folders: a killed or failed writer leaves the old output (or nothing),
-    never a half-written one. The temporary name keeps the suffix so format-by-extension writers
-    (OpenCV, ONNX) still work, and holds the writer's process id: with ``clean`` (a stage's own
-    outputs), temporaries of ``path`` that killed runs left are removed first.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if clean:
-        remove_stale(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=f".tmp{path.suffix}",
-                                    dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()
-    try:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds
+    (:func:`atomic_outputs` for one output)."""
+    with atomic_outputs(path, clean=clean) as (tmp,):
         yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
 
 
 def check_writable(path: str | Path, folder: bool = False) -> None:
@@ -279,9 +417,13 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
     """Write HxWx3 uint8 RGB (or HxWx4 RGBA, for formats that hold alpha: png, tiff, webp)
     atomically; the format follows the suffix."""
     to_bgr = cv2.COLOR_RGBA2BGRA if img.shape[2] == 4 else cv2.COLOR_RGB2BGR
+    # encoded here and written by Python, so that a full disk is an OSError naming the file, not
+    # libpng's "Write Error" on stderr and a bare False from cv2.imwrite
+    ok, encoded = cv2.imencode(Path(path).suffix, cv2.cvtColor(img, to_bgr))
+    if not ok:
+        raise SrpipeError(f"cannot encode image as {Path(path).suffix}: {path}")
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(img, to_bgr)):
-            raise SrpipeError(f"cannot write image: {path}")
+        tmp.write_bytes(encoded.tobytes())
 
 
 def write_json(path: str | Path, data: dict) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .imresize import imresize
-from .io import IMAGE_SUFFIXES, SrpipeError, list_images, read_image_alpha, write_image
+from .io import IMAGE_SUFFIXES, DiskFull, SrpipeError, list_images, read_image_alpha, write_image
 from .progress import progress
 
 if TYPE_CHECKING:  # the CLI imports this module for FORMATS; torch loads only when a model does
@@ -199,7 +199,7 @@ def upscale_files(
     """Upscale every input image into ``out_dir``; returns (written, [(failed input, why)]).
 
     Every output is decided first (see :func:`plan_outputs`); an image that cannot be read, or
-    that would not fit in memory, is reported and skipped."""
+    that would not fit in memory, is reported and skipped; a full disk stops them all."""
     plan = plan_outputs(inputs, out_dir, model.scale, fmt)
     check_overlap(model.footprint, tile, overlap)
     written, failed = [], []
@@ -207,6 +207,8 @@ def upscale_files(
         try:
             upscale_image(src, dest, model, tile, overlap)
             written.append(dest)
+        except DiskFull:
+            raise  # every image after it would fail the same way
         except SrpipeError as exc:
             failed.append((src, str(exc)))
     return written, failed

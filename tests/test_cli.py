@@ -1,5 +1,6 @@
 """Params validation and bad input through the real CLI: clear message, non-zero exit, no half output."""
 
+import json
 import shutil
 
 import cv2
@@ -18,7 +19,11 @@ runner = CliRunner()
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    """A project whose tests may prepare one folder as training, validation and evaluation images
+    (data.allow_overlap: true; the overlap check has its own tests, which turn it back off)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["allow_overlap"] = True
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -212,3 +217,58 @@ def test_store_for_another_scale_is_refused(project):
                     "--set", "train.patch_size=null")
     assert code == 1 and "not multiples of scale 3" in out
     assert not (project / "store").exists()
+
+
+# ---------------------------------------------------------------- scores of images the model trained on
+
+
+def test_a_renamed_copy_of_a_training_image_is_refused_as_a_validation_image(project):
+    """sample-train with a renamed copy of one of its photos as validation was scored as if held out."""
+    train = images(project / "train", n=3)
+    valid = images(project / "valid", n=1, size=(44, 52))
+    shutil.copy(train / "img1.png", valid / "renamed.png")
+    code, out = run("prepare-degradations", "--set", "data.allow_overlap=false", "--set", f"data.train={train}",
+                    "--set", f"data.valid={valid}", "--set", "eval.datasets=[sample-valid]")
+    assert code == 1 and out.strip() == (
+        f"srpipe: error: {valid / 'renamed.png'} is also a training image ({train / 'img1.png'}, same content): {valid} "
+        "would score the model on what it trained on; give other images, or set data.allow_overlap: true to score "
+        "them anyway (evaluate's metrics then say so)"), out
+    assert not list((project / "data").rglob("*.png"))  # refused before anything is written
+
+
+def test_an_evaluation_set_that_is_also_trained_on_is_refused(project, shared_data):
+    code, out = run("prepare-degradations", "--set", "data.allow_overlap=false", "--set",
+                    f"data.train=[sample-train, {shared_data / 'Set5'}]", "--set", "data.limit=null",
+                    "--set", f"eval.datasets=[{shared_data / 'Set5'}]")
+    assert code == 1 and "is also a training image" in out and str(shared_data / "Set5") in out, out
+
+
+def test_an_allowed_overlap_is_said_and_recorded_in_the_metrics(project):
+    folder = images(project / "photos", n=2)
+    sets = ["--set", f"data.train={folder}", "--set", f"data.valid={folder}", "--set", f"eval.datasets=[{folder}]",
+            "--set", "eval.lpips=false"]
+    result = CliRunner().invoke(app, ["prepare-degradations", *sets])
+    assert result.exit_code == 0, result.output
+    code, out = run("evaluate", "--baseline", "bicubic", *sets, "--set", "eval.detail_crops=0")
+    assert code == 0, out
+    assert json.loads((project / "metrics" / "evaluate.json").read_text())["allow_overlap"] is True
+    code, out = run("evaluate", "--baseline", "bicubic", *sets, "--set", "eval.detail_crops=0",
+                    "--set", "data.allow_overlap=false")
+    assert "allow_overlap" not in json.loads((project / "metrics" / "evaluate.json").read_text())
+
+
+def test_help_reads_as_a_reference():
+    """--help showed flags as `--ensemble <bool>`, the argument as `{inputs}...`, and kept the
+    docstrings' source line breaks, so sentences broke mid-line at any other width."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "200", "TERMINAL_WIDTH": "200"}
+    shown = subprocess.run([sys.executable, "-m", "srpipe", "upscale", "--help"], capture_output=True, text=True,
+                           env=env, check=True).stdout
+    assert "Usage: srpipe upscale [OPTIONS] INPUTS..." in shown and "{inputs}" not in shown
+    assert "<bool>" not in shown and "<list" not in shown
+    assert "--ensemble " in shown and "average the model over the 8 flips" in shown
+    # one paragraph of the docstring, its source line breaks reflowed to the terminal's width
+    assert "Never overwrites an input, nor one output with another" in shown

@@ -58,7 +58,11 @@ def photos(folder, n=3, size=(48, 64)):
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    """A project whose tests may prepare one folder as training, validation and evaluation images
+    (data.allow_overlap: true; the overlap check has its own tests, which turn it back off)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["allow_overlap"] = True
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -316,17 +320,21 @@ def test_an_unexpected_failure_is_one_line_unless_debugging(project, monkeypatch
     assert isinstance(runner.invoke(app, ["prepare-degradations"]).exception, ZeroDivisionError)
 
 
-def test_a_file_system_failure_is_one_line(project, monkeypatch):
+@pytest.mark.parametrize("errno,said", [
+    (28, "no space left on device while writing data/prepared/train/hr/a.png; free some space there"),
+    (5, "data/prepared/train/hr/a.png: Input/output error; check that the path exists"),
+])
+def test_a_file_system_failure_is_one_line(project, monkeypatch, errno, said):
     import srpipe.data
 
-    def full(*args, **kwargs):
-        raise OSError(28, "No space left on device", "data/prepared/train/hr/a.png")
+    def failed(*args, **kwargs):
+        raise OSError(errno, os.strerror(errno), "data/prepared/.train.123.abcd1234.tmp/hr/a.png")
 
-    monkeypatch.setattr(srpipe.data, "prepare_all", full)
+    monkeypatch.setattr(srpipe.data, "prepare_all", failed)
     monkeypatch.delenv("SRPIPE_DEBUG", raising=False)
     code, out = run("prepare-degradations")
     assert code == 1 and len(out.strip().splitlines()) == 1
-    assert "data/prepared/train/hr/a.png: No space left on device" in out
+    assert said in out, out  # the output as the user knows it, not the temporary it was written as
 
 
 def test_evaluate_save_dir_never_overwrites_one_image_with_another(project):

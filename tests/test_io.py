@@ -2,7 +2,10 @@ import cv2
 import numpy as np
 import pytest
 
-from srpipe.io import SrpipeError, atomic_path, list_images, read_image, write_image
+import os
+from pathlib import Path
+
+from srpipe.io import SrpipeError, atomic_outputs, atomic_path, list_images, read_image, write_image
 
 
 def test_png_roundtrip_rgb(tmp_path):
@@ -109,3 +112,69 @@ def test_sixteen_bit_tiff(tmp_path):
     rgb16[..., 0] = 65535  # red, written in OpenCV's BGR order below
     cv2.imwrite(str(tmp_path / "d.tiff"), rgb16[..., ::-1].copy())
     assert read_image(tmp_path / "d.tiff")[0, 0].tolist() == [255, 0, 0]
+
+
+def _old_set(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "old.txt").write_text("old")
+    (tmp_path / "a.json").write_text("old")
+    return [tmp_path / "folder", tmp_path / "a.json"]
+
+
+def _state(tmp_path):
+    return {str(p.relative_to(tmp_path)): p.read_text() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+
+
+def _write_new(folder_tmp, json_tmp):
+    folder_tmp.mkdir()
+    (folder_tmp / "new.txt").write_text("new")
+    json_tmp.write_text("new")
+
+
+def test_atomic_outputs_swap_a_folder_and_a_file_together(tmp_path):
+    with atomic_outputs(*_old_set(tmp_path)) as (folder_tmp, json_tmp):
+        _write_new(folder_tmp, json_tmp)
+    assert _state(tmp_path) == {"folder/new.txt": "new", "a.json": "new"}
+
+
+def test_atomic_outputs_keep_the_old_set_when_the_writer_fails(tmp_path):
+    with pytest.raises(KeyboardInterrupt), atomic_outputs(*_old_set(tmp_path)) as (folder_tmp, json_tmp):
+        _write_new(folder_tmp, json_tmp)
+        raise KeyboardInterrupt
+    assert _state(tmp_path) == {"folder/old.txt": "old", "a.json": "old"}
+
+
+def test_a_failed_rename_puts_every_old_output_back(tmp_path, monkeypatch):
+    """The folder is swapped in first; when the file's rename then fails, the folder goes back too."""
+    import srpipe.io as io_module
+
+    real = os.replace
+
+    def failing(src, dst):
+        if Path(dst).name == "a.json" and ".tmp" in Path(src).name and Path(src).read_text() == "new":
+            raise OSError(18, "Invalid cross-device link", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(io_module.os, "replace", failing)
+    with pytest.raises(OSError), atomic_outputs(*_old_set(tmp_path)) as (folder_tmp, json_tmp):
+        _write_new(folder_tmp, json_tmp)
+    assert _state(tmp_path) == {"folder/old.txt": "old", "a.json": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "folder"]  # no temporaries left
+
+
+def test_ctrl_c_during_the_swap_waits_for_it_to_finish(tmp_path, monkeypatch):
+    import signal
+
+    import srpipe.io as io_module
+
+    real, sent = os.replace, []
+
+    def interrupted(src, dst):
+        if not sent:
+            sent.append(signal.raise_signal(signal.SIGINT))  # Ctrl-C between the two renames
+        return real(src, dst)
+
+    monkeypatch.setattr(io_module.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_outputs(*_old_set(tmp_path)) as (folder_tmp, json_tmp):
+        _write_new(folder_tmp, json_tmp)
+    assert sent and _state(tmp_path) == {"folder/new.txt": "new", "a.json": "new"}

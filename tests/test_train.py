@@ -1,5 +1,6 @@
 """The train stage on a tiny model: resume after SIGKILL mid-epoch, fresh starts, DDP, accumulation, EMA, logs."""
 
+import json
 import os
 import signal
 import subprocess
@@ -34,10 +35,10 @@ def data(tmp_path_factory):
     return root
 
 
-def run(data, out, degradation=None, **train_kw):
+def run(data, out, degradation=None, summary_json=None, **train_kw):
     cfg = TrainParams(**{**TINY_TRAIN, **train_kw})
     return train(data / "patches", data / "prepared" / "valid", out, out / "log.csv", 2, 0,
-                 ModelParams(**TINY_MODEL), cfg, crop_border=2, degradation=degradation)
+                 ModelParams(**TINY_MODEL), cfg, crop_border=2, degradation=degradation, summary_json=summary_json)
 
 
 def weights(path):
@@ -563,3 +564,33 @@ def test_a_run_that_diverges_in_its_first_epoch_fails_the_stage(tmp_path, data, 
                                           r"the run's first 10 steps \(.*\)"):
         run(data, tmp_path, epochs=2, steps_per_epoch=30, save_every=0)
     assert not (tmp_path / "best.pt").exists()  # nothing to evaluate, export or benchmark
+
+
+def test_an_interrupted_run_leaves_the_previous_runs_outputs_together(tmp_path, data, monkeypatch):
+    """best.pt was written at every better epoch while train.json came at the end: a run stopped in
+    its second epoch left its own best.pt beside the previous run's summary and log. Now the three
+    are replaced together when the run ends; until then they are all the previous run's."""
+    from srpipe.training.loop import Trainer
+
+    out = tmp_path / "out"
+    outputs = [out / "best.pt", out / "log.csv", out / "train.json"]
+    run(data, out, epochs=1, summary_json=out / "train.json")
+    first = [path.read_bytes() for path in outputs]
+    real_end = Trainer.end_epoch
+
+    def interrupted(self):
+        real_end(self)
+        if self.progress.step == 2 * self.steps_per_epoch:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "end_epoch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run(data, out, epochs=3, lr=1e-3, summary_json=out / "train.json")
+    assert [path.read_bytes() for path in outputs] == first
+    assert torch.load(out / "last.pt", weights_only=True)["progress"]["step"] == 12  # the new run's, to resume from
+    summary = run(data, out, epochs=3, lr=1e-3, summary_json=out / "train.json")  # resumes, then publishes
+    assert json.loads((out / "train.json").read_text()) == summary and summary["steps"] == 18
+    assert pd.read_csv(out / "log.csv")["epoch"].tolist() == [1, 2, 3]
+    assert torch.load(out / "best.pt", weights_only=True)["epoch"] == summary["best_epoch"]
+    assert not (out / ".unfinished").exists()

@@ -4,13 +4,18 @@ A run is ``epochs`` x ``steps_per_epoch`` optimiser steps over random crops of t
 (:mod:`.sampling`). ``last.pt`` is saved every ``save_every`` steps and at the end of every epoch,
 so a killed run restarted with the same params continues from the last save, mid-epoch
 included, and ends with the same weights, bit for bit on CPU, as an uninterrupted one.
-Validation (tiled, on the training device) and ``best.pt`` come at the end of every epoch.
+Validation (tiled, on the training device) comes at the end of every epoch, and the best epoch's
+weights are kept in ``.unfinished/best.pt`` until the run ends: then ``best.pt``, the per-epoch log
+and the summary replace the previous run's together, so a killed run never leaves one run's best.pt
+beside another's summary.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +31,7 @@ from ..data import prepared_pairs
 from ..degradations import CropDegrader
 from ..evaluate import evaluate, summarize
 from ..hardware import available_cores, pick_device
-from ..io import SrpipeError, atomic_path, folder_lock, remove_stale
+from ..io import UNFINISHED, SrpipeError, atomic_outputs, folder_lock, remove_stale, write_json
 from ..metrics import LPIPS
 from ..models import build_model, count_parameters, macs_per_output_pixel, save_checkpoint, zero_init_residual
 from ..patches import ImageStore
@@ -59,11 +64,14 @@ def train(
     degradation: DegradationParams | None = None,
     lpips_backbone: str | None = None,
     discriminator: DiscriminatorParams | None = None,
+    summary_json: str | Path | None = None,
 ) -> dict | None:
     """Train, keeping ``best.pt`` (best validation PSNR, or LPIPS with ``train.best_metric``:
     ``lpips_backbone`` is its AlexNet file), ``last.pt`` (everything needed to resume), TensorBoard
-    logs in ``out_dir/tb`` and one CSV row per epoch. ``discriminator`` is the GAN's, used when
-    ``train.gan_weight`` > 0. Returns a summary on the main process (None on the others)."""
+    logs in ``out_dir/tb``, one CSV row per epoch in ``log_csv`` and the summary in ``summary_json``.
+    ``best.pt``, ``log_csv`` and ``summary_json`` are written together when the run ends.
+    ``discriminator`` is the GAN's, used when ``train.gan_weight`` > 0. Returns the summary on the
+    main process (None on the others)."""
     device = pick_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -74,10 +82,11 @@ def train(
     try:
         with held:
             if ddp.main:
-                for name in ("last.pt", "best.pt"):
+                for name in ("last.pt", "best.pt", f"{UNFINISHED}/best.pt"):
                     remove_stale(Path(out_dir) / name)
             trainer = Trainer(Path(patches_dir), Path(valid_dir), Path(out_dir), Path(log_csv), scale, seed,
-                              model_cfg, cfg, crop_border, device, ddp, degradation, lpips_backbone, discriminator)
+                              model_cfg, cfg, crop_border, device, ddp, degradation, lpips_backbone, discriminator,
+                              summary_json and Path(summary_json))
             return trainer.run()
     finally:
         ddp.close()
@@ -120,7 +129,7 @@ class Trainer:
     def __init__(self, patches_dir: Path, valid_dir: Path, out_dir: Path, log_csv: Path, scale: int, seed: int,
                  model_cfg: ModelParams, cfg: TrainParams, crop_border: int, device: torch.device,
                  ddp: Distributed, degradation: DegradationParams | None, lpips_backbone: str | None = None,
-                 discriminator: DiscriminatorParams | None = None):
+                 discriminator: DiscriminatorParams | None = None, summary_json: Path | None = None):
         risky = lr_warning(cfg.lr, model_cfg.sizes(), model_cfg.name)
         if risky and ddp.main:
             warnings.warn(risky, stacklevel=3)
@@ -133,7 +142,7 @@ class Trainer:
         torch.set_num_threads(cfg.threads or max(1, available_cores() // ddp.world))
         self.cfg, self.scale, self.seed, self.device, self.ddp = cfg, scale, seed, device, ddp
         self.out_dir, self.log_csv, self.crop_border = out_dir, log_csv, crop_border
-        self.last = out_dir / "last.pt"
+        self.last, self.running_best, self.summary_json = out_dir / "last.pt", out_dir / UNFINISHED / "best.pt", summary_json
         self._set_up_data(patches_dir, valid_dir, degradation)
         self.arch = model_arch(model_cfg, scale)
         self.dtype = autocast_dtype(cfg.amp, device)
@@ -141,7 +150,7 @@ class Trainer:
         self.disc_cfg = (discriminator or DiscriminatorParams()) if cfg.gan_weight else None
         self.val_metrics = self._val_metrics(lpips_backbone) if ddp.main else None  # only the main process validates
         self.fingerprint = self._fingerprint()
-        state, message = resumable(self.last, self.fingerprint, self.total_steps)
+        state, message = self._resumable()
         if message and ddp.main:
             tqdm.write(message)
         self._set_up_model(init_from=None if state else cfg.init_from)
@@ -153,6 +162,17 @@ class Trainer:
         self.board = Board(out_dir / "tb", ddp.main, self.progress.step, cfg.feature_stats_every)
 
     # ------------------------------------------------------------ set-up
+
+    def _resumable(self) -> tuple[dict | None, str]:
+        """The state to resume from (None: start fresh, and forget an unfinished run's best), and what to say."""
+        state, message = resumable(self.last, self.fingerprint, self.total_steps)
+        best_epoch = state and state.get("progress", {}).get("best_epoch", 0)
+        if best_epoch and not self.running_best.is_file():
+            state, message = None, (f"not resuming from {self.last}: its best epoch's weights ({self.running_best}) "
+                                    "are gone; starting fresh")
+        if state is None and self.ddp.main:
+            shutil.rmtree(self.running_best.parent, ignore_errors=True)
+        return state, message
 
     def _set_up_data(self, patches_dir: Path, valid_dir: Path, degradation: DegradationParams | None) -> None:
         cfg = self.cfg
@@ -292,7 +312,12 @@ class Trainer:
                 self.save_last()
         bar.close()
         self.board.close()
-        return self.summary(time.perf_counter() - started) if self.ddp.main else None
+        if not self.ddp.main:
+            return None
+        summary = self.summary(time.perf_counter() - started)
+        self.publish(summary)
+        shutil.rmtree(self.running_best.parent, ignore_errors=True)
+        return summary
 
     @property
     def epoch(self) -> int:
@@ -328,8 +353,8 @@ class Trainer:
         step_loss = self.ddp.mean(step_loss)
         self.step_terms = {name: self.ddp.mean(value) for name, value in terms.items()}
         if not math.isfinite(step_loss):
-            raise SrpipeError(f"non-finite loss ({step_loss}) at step {self.progress.step} (epoch {self.epoch}); "
-                              f"the last good checkpoint is kept in {self.last}")
+            self.stop(f"non-finite loss ({step_loss}) at step {self.progress.step} (epoch {self.epoch}); the last good "
+                      f"state is kept in {self.last}", self.epoch)
         grad_norm = self._clip_gradients()
         self.optimizer.step()
         self.scheduler.step()
@@ -387,14 +412,11 @@ class Trainer:
             val = self._log_epoch(epoch, loss, norms, terms)
             if not diverged:
                 self._keep_epoch(epoch, val)
-            with atomic_path(self.log_csv) as tmp:
-                pd.DataFrame(p.history).to_csv(tmp, index=False)
         self.ddp.barrier()
         if diverged:
-            raise SrpipeError(
-                f"training diverged in epoch {epoch}: its mean loss {loss:.4g} is over {DIVERGED:g} times "
-                f"{what} ({floor:.4g}); {self.last} and best.pt are kept as the last good epoch left them; "
-                f"lower train.lr (e.g. to {self.cfg.lr / 2:g}) or set train.grad_clip, and run again")
+            self.stop(f"training diverged in epoch {epoch}: its mean loss {loss:.4g} is over {DIVERGED:g} times "
+                      f"{what} ({floor:.4g})", epoch, f"lower train.lr (e.g. to {self.cfg.lr / 2:g}) or set "
+                      "train.grad_clip, and run again")
 
     def _log_epoch(self, epoch: int, loss: float, grad_norms: np.ndarray, terms: dict[str, float]) -> dict[str, float]:
         """Validate, and record the epoch in the history, TensorBoard and the console: with the
@@ -420,7 +442,7 @@ class Trainer:
         if better:
             p.best_psnr, p.best_lpips, p.best_epoch = psnr, val.get("lpips", math.inf), epoch
             scores = {"val_psnr": psnr, **({"val_lpips": val["lpips"]} if "lpips" in val else {})}
-            save_checkpoint(self.out_dir / "best.pt", scored, self.arch, epoch=epoch, **scores)
+            save_checkpoint(self.running_best, scored, self.arch, epoch=epoch, **scores)
         if self.cfg.snapshot_every and epoch % self.cfg.snapshot_every == 0:
             save_checkpoint(self.out_dir / "snapshots" / f"epoch_{epoch:04d}.pt", scored, self.arch,
                             epoch=epoch, step=p.step, val_psnr=psnr)
@@ -435,6 +457,31 @@ class Trainer:
             discriminator=self.adversary.state_dict() if self.adversary is not None else None,
             fingerprint=self.fingerprint, progress=p.as_dict(),
         )
+
+    def stop(self, why: str, epoch: int, fix: str = "") -> None:
+        """End a run that went wrong: publish its good epochs' best with the log and a summary that
+        says where it stopped (nothing, when no epoch was good), and raise ``why``."""
+        p = self.progress
+        if self.ddp.main and p.best_epoch:
+            self.publish(self.summary(p.seconds) | {"stopped_in_epoch": epoch})
+        kept = f"best.pt holds epoch {p.best_epoch}, the best before it" if p.best_epoch else "nothing was published"
+        raise SrpipeError("; ".join(x for x in (why, kept, fix) if x))
+
+    def publish(self, summary: dict) -> None:
+        """The run's outputs, together (:func:`atomic_outputs`): best.pt, the per-epoch log and the
+        summary replace the previous run's at once, or not at all."""
+        if not self.running_best.is_file():
+            raise SrpipeError(f"no epoch of the run had a finite validation score ({self.cfg.best_metric}), so there "
+                              "is no best.pt; nothing was published: check the data and lower train.lr")
+        outputs = [self.out_dir / "best.pt", self.log_csv, *([self.summary_json] if self.summary_json else [])]
+        with atomic_outputs(*outputs, clean=True) as (best, log, *summary_tmp):
+            try:
+                os.link(self.running_best, best)
+            except OSError:
+                shutil.copyfile(self.running_best, best)
+            pd.DataFrame(self.progress.history).to_csv(log, index=False)
+            for path in summary_tmp:
+                write_json(path, summary)
 
     def summary(self, seconds: float) -> dict:
         p = self.progress

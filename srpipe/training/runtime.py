@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ..io import disk_full_error
 
 
 
@@ -79,7 +84,7 @@ class Board:
     old events, a resumed one drops those after the step it resumes from."""
 
     def __init__(self, folder: Path, main: bool, start_step: int, stats_every: int):
-        self.writer = None
+        self.writer, self.folder = None, folder
         self.stats: dict[str, tuple[float, float]] = {}
         self.every = stats_every
         if not main:
@@ -90,7 +95,20 @@ class Board:
             shutil.rmtree(folder)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(folder), purge_step=start_step + 1)  # the first step it logs
+        quiet_writer_thread()
+        with self._writing():
+            self.writer = SummaryWriter(str(folder), purge_step=start_step + 1)  # the first step it logs
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write of the event file (its thread's, raised again here) as one line; a full disk names the folder."""
+        try:
+            yield
+        except Exception as exc:
+            full = disk_full_error(exc, self.folder)
+            if full is None:
+                raise
+            raise full from None
 
     def wants_features(self, step: int) -> bool:
         """Whether the step that starts at ``step`` records the feature statistics."""
@@ -102,13 +120,30 @@ class Board:
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.writer is None:
             return
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, value, step)
-        for name, (mean, std) in self.stats.items():
-            self.writer.add_scalar(f"features_mean/{name}", mean, step)
-            self.writer.add_scalar(f"features_std/{name}", std, step)
+        with self._writing():
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
+            for name, (mean, std) in self.stats.items():
+                self.writer.add_scalar(f"features_mean/{name}", mean, step)
+                self.writer.add_scalar(f"features_std/{name}", std, step)
         self.stats = {}
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            with self._writing():
+                self.writer.close()
+
+
+def quiet_writer_thread() -> None:
+    """Keep TensorBoard's writer thread from printing a traceback when a write fails: the writer
+    raises the same exception again in the main thread, where :class:`Board` reports it in one line."""
+    hook = threading.excepthook
+    if getattr(hook, "srpipe", False):
+        return
+
+    def excepthook(args) -> None:
+        if type(args.thread).__name__ != "_AsyncWriterThread":
+            hook(args)
+
+    excepthook.srpipe = True  # type: ignore[attr-defined]
+    threading.excepthook = excepthook
