@@ -99,6 +99,15 @@ def files(tmp_path):
     torch.save({"params": basicsr_net("rcan", 2).state_dict()}, tmp_path / "rcan.pth")
     torch.save({"net": basicsr_net("edsr", 2).state_dict()}, tmp_path / "other.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    from spandrel.architectures.ESRGAN.__arch.RRDB import RRDBNet
+
+    torch.save({"params_ema": RRDBNet(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4).state_dict()}, tmp_path / "esrgan.pth")
+    cut = basicsr_net("edsr", 2).state_dict()
+    del cut["body.1.conv2.weight"]
+    torch.save({"params": cut}, tmp_path / "cut.pth")
+    wrong = basicsr_net("edsr", 2).state_dict()
+    wrong["body.0.conv1.bias"] = torch.zeros(5)
+    torch.save({"params": wrong}, tmp_path / "wrong.pth")
     return tmp_path
 
 
@@ -106,8 +115,19 @@ def files(tmp_path):
     ("missing.pth", [], "BasicSR checkpoint not found: "),
     ("junk.pth", [], "cannot load "),
     ("other.pth", [], "is not a BasicSR checkpoint: no 'params' or 'params_ema' (it has: net)"),
-    ("rcan.pth", [], "not a BasicSR EDSR checkpoint: unexpected tensors ['body.0.residual_group.0.rcab.0.weight']"),
-    ("edsr.pth", ["--arch", "rcan"], "not a BasicSR RCAN checkpoint: no tensor 'body.0.residual_group.0.rcab.3."),
+    ("rcan.pth", [], "not a BasicSR EDSR checkpoint: its tensors (conv_first.weight, conv_first.bias, "
+                     "body.0.residual_group.0.rcab.0.weight, ...) are not EDSR's; it is BasicSR's RCAN: import it with "
+                     "--arch rcan\n"),
+    ("edsr.pth", ["--arch", "rcan"], "not a BasicSR RCAN checkpoint: its tensors (conv_first.weight, conv_first.bias, "
+                                     "body.0.conv1.weight, ...) are not RCAN's; it is BasicSR's EDSR: import it with "
+                                     "--arch edsr\n"),
+    # an ESRGAN said "unrecognised upsampler: conv output channels []"
+    ("esrgan.pth", [], "not a BasicSR EDSR checkpoint: its tensors (model.0.weight, model.0.bias, "
+                       "model.1.sub.0.RDB1.conv1.0.weight, ...) are not EDSR's; spandrel recognises it as ESRGAN: "
+                       "import it without --arch (or with --from spandrel)\n"),
+    # the file's own tensor names, not srpipe's (body.1.body.2.weight, body.0.body.0.bias)
+    ("cut.pth", [], "not a BasicSR EDSR checkpoint: no tensor ['body.1.conv2.weight']\n"),
+    ("wrong.pth", [], "not a BasicSR EDSR checkpoint of these sizes: body.0.conv1.bias has shape (5,), expected (16,)\n"),
     ("edsr.pth", ["--scale", "4"], "the checkpoint's upsampler is x2, not x4"),
     ("edsr.pth", ["--param-key", "params_ema"], "has no 'params_ema'; it has: params"),
     ("edsr.pth", ["--out", "/proc/no/such/dir/out.pt"], "cannot write checkpoint /proc/no/such/dir/out.pt: "),

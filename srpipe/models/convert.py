@@ -44,7 +44,8 @@ def read_basicsr(path: str | Path, param_key: str | None = None) -> tuple[dict[s
     found = [k for k in PARAM_KEYS if isinstance(ckpt, dict) and isinstance(ckpt.get(k), dict)]
     if not found:
         keys = ", ".join(map(str, list(ckpt)[:6])) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise SrpipeError(f"{path} is not a BasicSR checkpoint: no 'params' or 'params_ema' (it has: {keys})")
+        hint = _spandrel_hint(ckpt) if isinstance(ckpt, dict) else ""
+        raise SrpipeError(f"{path} is not a BasicSR checkpoint: no 'params' or 'params_ema' (it has: {keys}){hint}")
     if param_key is not None and param_key not in found:
         raise SrpipeError(f"{path} has no '{param_key}'; it has: {', '.join(found)}")
     key = param_key or found[0]
@@ -118,20 +119,34 @@ def _rename(key: str, rules: list[tuple[str, str]]) -> str | None:
     return None
 
 
+def _source_name(name: str, rules: list[tuple[str, str]]) -> str:
+    """The BasicSR tensor name that ``rules`` turn into srpipe's ``name`` (errors speak the file's names)."""
+    for pattern, replacement in rules:
+        pieces = re.split(r"\\(\d)", replacement)  # literal, group number, literal, ...
+        inverse = "".join(re.escape(p) if i % 2 == 0 else rf"(?P<g{p}>\d+)" for i, p in enumerate(pieces))
+        if (m := re.match(inverse, name)) is None:
+            continue
+        groups = iter(range(1, 10))
+        source = re.sub(r"\(\\d\+\)", lambda _: m.group(f"g{next(groups)}"), pattern).replace("\\.", ".") + name[m.end():]
+        if _rename(source, rules) == name:
+            return source
+    return name
+
+
 def _matched(state: dict[str, torch.Tensor], rules: list[tuple[str, str]], model: torch.nn.Module, arch: str) -> dict:
     """The state dict under srpipe's names; every tensor must match one of the model's, by name and shape."""
-    renamed = {_rename(k, rules): v for k, v in state.items()}
+    names = {k: _rename(k, rules) for k in state}
     expected = model.state_dict()
-    unexpected = [k for k, new in zip(state, renamed) if new is None or new not in expected]
-    missing = [k for k in expected if k not in renamed]
+    unexpected = [k for k, new in names.items() if new is None or new not in expected]
+    missing = [_source_name(k, rules) for k in expected if k not in names.values()]
     if unexpected or missing:
-        what = f"unexpected tensors {unexpected[:3]}" if unexpected else f"no tensor for srpipe's {missing[:3]}"
+        what = f"unexpected tensors {unexpected[:3]}" if unexpected else f"no tensor {missing[:3]}"
         raise SrpipeError(f"not a BasicSR {arch.upper()} checkpoint: {what}")
-    for name, tensor in renamed.items():
-        if tensor.shape != expected[name].shape:
-            raise SrpipeError(f"not a BasicSR {arch.upper()} checkpoint: {name} has shape "
-                              f"{tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
-    return renamed
+    for k, name in names.items():
+        if state[k].shape != expected[name].shape:
+            raise SrpipeError(f"not a BasicSR {arch.upper()} checkpoint of these sizes: {k} has shape "
+                              f"{tuple(state[k].shape)}, expected {tuple(expected[name].shape)}")
+    return {name: state[k] for k, name in names.items()}
 
 
 def convert_basicsr(
@@ -148,6 +163,10 @@ def convert_basicsr(
     """
     if arch not in ARCHS:
         raise SrpipeError(f"unknown architecture {arch!r}; available: {', '.join(ARCHS)}")
+    if (found_arch := looks_like_basicsr({"params": state})) != arch:
+        other = f"; it is BasicSR's {found_arch.upper()}: import it with --arch {found_arch}" if found_arch else ""
+        raise SrpipeError(f"not a BasicSR {arch.upper()} checkpoint: its tensors ({', '.join(list(state)[:3])}, ...) "
+                          f"are not {arch.upper()}'s{other}")
     sizes, rules = ARCHS[arch](state)
     if _tensor(state, "conv_first.weight", arch).shape[1] != 3 or _tensor(state, "conv_last.weight", arch).shape[0] != 3:
         raise SrpipeError("only RGB models (3 input and 3 output channels) can be imported")
@@ -171,10 +190,21 @@ def import_basicsr(src: str | Path, out: str | Path, arch: str, param_key: str |
     try:
         model, record = convert_basicsr(state, arch, **options)
     except SrpipeError as exc:
-        raise SrpipeError(f"{src}: {exc}") from None
+        raise SrpipeError(f"{src}: {exc}{_spandrel_hint(state)}") from None
     info = {"framework": "basicsr", "file": str(src), "param_key": key, "parameters": count_parameters(model)}
     save_checkpoint(out, model, record, imported_from=info)
     return {**info, "arch": record}
+
+
+def _spandrel_hint(state: dict[str, torch.Tensor]) -> str:
+    """Where a file that is not BasicSR's EDSR or RCAN can go instead: spandrel, if it recognises it."""
+    from .zoo import from_state_dict
+
+    try:
+        found = from_state_dict(dict(state))[2]
+    except Exception:  # noqa: BLE001: any failure means spandrel does not take it either
+        return ""
+    return f"; spandrel recognises it as {found['architecture']}: import it without --arch (or with --from spandrel)"
 
 
 def looks_like_basicsr(content: Any) -> str | None:
