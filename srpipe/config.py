@@ -66,12 +66,14 @@ def _ordered_range(v: tuple, low: float, high: float, what: str) -> tuple:
 class _PassParams(_Section):
     """One pass of the realistic chain: each step's probability and the range its parameter is drawn from."""
 
-    blur_prob: float = Field(1.0, ge=0, le=1)
-    blur_sigma: tuple[float, float] = Field((0.8, 1.2), description="Gaussian blur sigma (HR pixels)")
-    noise_prob: float = Field(1.0, ge=0, le=1)
-    noise_sigma: tuple[float, float] = Field((0.0, 10.0), description="Gaussian noise sigma (8-bit levels)")
-    jpeg_prob: float = Field(1.0, ge=0, le=1)
-    jpeg_quality: tuple[int, int] = (85, 85)
+    blur_prob: float = Field(1.0, ge=0, le=1, description="probability that an image is blurred")
+    blur_sigma: tuple[float, float] = Field((0.8, 1.2), description="Gaussian blur sigma (HR pixels), drawn from "
+                                            "[low, high] within 0.01-20")
+    noise_prob: float = Field(1.0, ge=0, le=1, description="probability that noise is added")
+    noise_sigma: tuple[float, float] = Field((0.0, 10.0), description="Gaussian noise sigma (8-bit levels), drawn "
+                                             "from [low, high] within 0-255")
+    jpeg_prob: float = Field(1.0, ge=0, le=1, description="probability of a JPEG round trip")
+    jpeg_quality: tuple[int, int] = Field((85, 85), description="JPEG quality, drawn from [low, high] within 1-100")
 
     @field_validator("blur_sigma")
     @classmethod
@@ -92,16 +94,16 @@ class _PassParams(_Section):
 class SecondPassParams(_PassParams):
     """The second pass of ``passes: 2`` (Real-ESRGAN's second-order degradation), its own ranges."""
 
-    blur_prob: float = Field(0.8, ge=0, le=1)
-    blur_sigma: tuple[float, float] = (0.2, 1.5)
-    noise_sigma: tuple[float, float] = (1.0, 25.0)
-    jpeg_quality: tuple[int, int] = (30, 95)
+    blur_prob: float = Field(0.8, ge=0, le=1, description="second pass: probability that an image is blurred")
+    blur_sigma: tuple[float, float] = Field((0.2, 1.5), description="second pass: Gaussian blur sigma, [low, high]")
+    noise_sigma: tuple[float, float] = Field((1.0, 25.0), description="second pass: noise sigma, [low, high]")
+    jpeg_quality: tuple[int, int] = Field((30, 95), description="second pass: JPEG quality, [low, high]")
 
 
 class DegradationParams(_PassParams):
     kind: Literal["bicubic", "realistic"] = Field("bicubic", description="bicubic: the paper protocol")
     order: list[Literal["blur", "resize", "noise", "jpeg"]] = Field(
-        default_factory=lambda: ["blur", "resize", "noise", "jpeg"]
+        default_factory=lambda: ["blur", "resize", "noise", "jpeg"], description="realistic: the chain's steps, in order"
     )
     on_the_fly: bool = Field(False, description="realistic: degrade every training crop anew while training")
     passes: Literal[1, 2] = Field(1, description="2: the chain twice (Real-ESRGAN's second order)")
@@ -206,8 +208,8 @@ class ModelParams(_Section):
         "spandrel's architectures: keyword arguments of its class, over the preset (e.g. {num_conv: 8} for compact)"))
     n_resgroups: int = Field(10, ge=1, le=64, description="rcan: residual groups")
     n_resblocks: int = Field(8, ge=1, le=256, description="edsr: residual blocks; rcan: blocks per group; rlfn: RLFBs")
-    n_feats: int = Field(32, ge=4, le=1024)
-    res_scale: float = Field(1.0, gt=0, le=1)
+    n_feats: int = Field(32, ge=4, le=1024, description="srpipe's own: feature channels (the network's width)")
+    res_scale: float = Field(1.0, gt=0, le=1, description="edsr, rcan: residual scaling (EDSR-L: 0.1)")
     attention: bool = Field(False, description="edsr: RCAN channel attention in every block (rcan always has it)")
     reduction: int = Field(16, ge=1)
     esa_channels: int = Field(16, ge=1, le=1024, description="rlfn: channels of the spatial attention (ESA)")
@@ -259,7 +261,7 @@ PERCEPTUAL_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_3": 1.0, "conv4_3": 
 
 
 class TrainParams(_Section):
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, description="epochs of train.steps_per_epoch steps; validation at each end")
     batch_size: int = Field(16, ge=1, description="patches per optimiser step and accumulation slice")
     grad_accum: int = Field(1, ge=1, description="effective batch = batch_size * grad_accum")
     steps_per_epoch: Optional[int] = Field(None, ge=1, description="null: as many crops as fit side by side in the images")
@@ -286,19 +288,19 @@ class TrainParams(_Section):
     chroma_weight: Optional[float] = Field(None, ge=0, le=1, description=(
         "null: the loss on R, G, B; a number: on BT.601 Y (what PSNR/SSIM score) plus this times on Cb and Cr"))
     lr: float = Field(2e-4, gt=0, le=1)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's betas")
     warmup_epochs: int = Field(1, ge=0)
     schedule: Literal["cosine", "linear", "step"] = "cosine"
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine, linear: final lr = lr * min_lr_ratio")
     step_size: int = Field(200, ge=1, description="step: multiply lr by gamma every step_size epochs")
-    gamma: float = Field(0.5, gt=0, le=1)
+    gamma: float = Field(0.5, gt=0, le=1, description="step: the factor lr is multiplied by every step_size epochs")
     ema: Optional[float] = Field(None, gt=0, lt=1, description="EMA decay of the weights; null: off")
     zero_init_residual: bool = Field(False, description=(
         "start every residual block (edsr, rcan) as the identity: its branch's last convolution zeroed (SkipInit)"))
     grad_clip: Optional[float] = Field(None, gt=0, description=(
         "scale the gradients down to this global L2 norm when above it (EDSR's --gclip); null: off"))
     amp: Literal["auto", "none", "bf16"] = Field("none", description="bf16 autocast; auto: where the device has it")
-    channels_last: bool = False
+    channels_last: bool = Field(False, description="train in the channels_last memory format (faster convolutions)")
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: Optional[int] = Field(None, ge=0, le=64, description="DataLoader workers; null: 0 on CPU, up to 8 on GPU")
@@ -334,7 +336,7 @@ class DiscriminatorParams(_Section):
         "pix2pix's 70x70 PatchGAN with spectral norm (a score per patch, cheaper)"))
     features: int = Field(64, ge=4, le=512, description="channels of the first layer (doubled at each downsampling)")
     lr: float = Field(1e-4, gt=0, le=1)
-    betas: tuple[float, float] = (0.9, 0.99)
+    betas: tuple[float, float] = Field((0.9, 0.99), description="its Adam's betas")
 
     @field_validator("betas")
     @classmethod
@@ -347,7 +349,7 @@ class EvalParams(_Section):
     degradation: Literal["same", "bicubic"] = Field("same", description="LR of validation/eval sets")
     crop_border: Optional[int] = Field(None, ge=0, description="null: crop `scale` pixels")
     y_channel: bool = True
-    lpips: bool = True
+    lpips: bool = Field(True, description="also score LPIPS (AlexNet; lower is closer)")
     self_ensemble: bool = Field(False, description="also score the model averaged over 8 flips/rotations (EDSR+)")
     lpips_backbone: Optional[str] = Field(
         None, description="local AlexNet backbone file for LPIPS; null: $SRPIPE_LPIPS_BACKBONE or download"
@@ -370,7 +372,7 @@ class EvalParams(_Section):
 
 
 class ExportParams(_Section):
-    opset: int = Field(17, ge=13, le=23)
+    opset: int = Field(17, ge=13, le=23, description="ONNX opset of the exported graph")
     precision: list[Literal["fp32", "int8", "fp16"]] = Field(default_factory=lambda: ["fp32", "int8"])
     check_images: int = Field(1, ge=1, description="validation images compared between ONNX Runtime and PyTorch")
     calibration_patches: int = Field(32, ge=1, description="int8: validation patches to calibrate on")
@@ -389,8 +391,8 @@ class ExportParams(_Section):
 
 class BenchmarkParams(_Section):
     sizes: list[tuple[int, int]] = Field(default_factory=lambda: [(128, 128), (256, 256)])
-    threads: list[int] = Field(default_factory=lambda: [1, 2])
-    warmup: int = Field(2, ge=0)
+    threads: list[int] = Field(default_factory=lambda: [1, 2], description="CPU thread counts to measure")
+    warmup: int = Field(2, ge=0, description="untimed runs before each measurement")
     repeats: int = Field(10, ge=10, description="timed runs per configuration (at least 10)")
 
     @field_validator("sizes")
@@ -409,7 +411,7 @@ class BenchmarkParams(_Section):
 
 
 class Params(_Section):
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="of every random draw: crops, degradations, initial weights")
     scale: Literal[2, 3, 4, 8] = 2
     data: DataParams = Field(default_factory=DataParams)
     degradation: DegradationParams = Field(default_factory=DegradationParams)
