@@ -106,11 +106,27 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
     tqdm.write(f"srpipe: warning: {message}", file=sys.stderr)
 
 
+def show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"srpipe {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def options(
     debug: Annotated[bool, typer.Option("--debug", help=f"show the traceback of an unexpected failure (also: {DEBUG_ENV}=1).")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True, help="show srpipe's version and exit.")] = False,
 ) -> None:
-    """srpipe: train, evaluate, export and benchmark image super-resolution models."""
+    """srpipe: train, evaluate, export and benchmark image super-resolution models.
+
+    Each stage of the DVC pipeline (dvc.yaml) is one command; `dvc repro` runs them all with
+    params.yaml (every key: docs/params.md), and each runs alone too. `srpipe COMMAND --help`
+    shows a command's options and an example.
+
+    Example: srpipe upscale photo.jpg --model 4x-UltraSharp.pth --out upscaled
+    """
     _debug["flag"] = debug
 
 
@@ -132,7 +148,10 @@ def prepare_degradations(
 
     Training images get `degradation`; validation and evaluation sets get it too unless
     `eval.degradation: bicubic`. Every input is found before anything is written; images are
-    prepared on `data.workers` processes.
+    prepared on `data.workers` processes. Validation and evaluation images that are also training
+    images (by content) are refused unless `data.allow_overlap: true`.
+
+    Example: srpipe prepare-degradations --set data.train=photos/ --set data.valid=held-out/
     """
     from .data import PrepareJob, check_held_out, prepare_all, source_files
     from .datasets import dataset_key
@@ -172,7 +191,10 @@ def extract_patches(
     out: Annotated[Path, typer.Option(help="folder for the image store: hr.bin, lr.bin and index.csv.")] = PATCHES,
 ) -> None:
     """Pack the prepared training images into one memory-mappable store (random crops are cut
-    from it while training, so the crop size can change without re-running this stage)."""
+    from it while training, so the crop size can change without re-running this stage).
+
+    Example: srpipe extract-patches
+    """
     from .parallel import resolve_workers
     from .patches import extract
 
@@ -247,6 +269,8 @@ def evaluate(
     In the pipeline: the model on every dataset of `eval.datasets`, beside bicubic upscaling,
     nested per dataset in metrics/evaluate.json. With --hr-dir: any folder of HR images, with
     exactly one of --checkpoint, --onnx or --baseline bicubic, into --out.
+
+    Example: srpipe evaluate --hr-dir set5 --checkpoint stages/train/best.pt --out set5.json
     """
     p = read(params, [*(set_ or []), *inference_overrides(device, precision)], missing_ok=hr_dir is not None)
     chosen = [x for x in (checkpoint, onnx, baseline) if x is not None]
@@ -413,6 +437,8 @@ def export_onnx(
 
     Dynamic batch, height and width; fp32 is compared with PyTorch, int8 is calibrated on
     validation patches, and each file is scored by the evaluation protocol.
+
+    Example: srpipe export-onnx --set 'export.precision=[fp32, int8, fp16]'
     """
     from .data import load_pairs
     from .export import export_precisions
@@ -459,6 +485,8 @@ def benchmark(
     Median and p90 latency, megapixels/s, peak memory and achieved GFLOP/s of ONNX Runtime per
     exported precision and of PyTorch eager, per input size and thread count, beside the matmul
     rate of each engine's arithmetic (fp32, bf16, int8) measured in the same run.
+
+    Example: srpipe benchmark --set 'benchmark.sizes=[[256, 256]]' --set 'benchmark.threads=[2]'
     """
     from .benchmark import engines, headline, latency_table, report_lines, results_table, run_benchmark
     from .export import PRECISIONS, onnx_path
@@ -493,8 +521,8 @@ def benchmark(
 @stage
 def upscale(
     inputs: Annotated[list[Path], typer.Argument(help="image files and/or folders of images.", show_default=False)],
-    model: Annotated[Path, typer.Option(help="a model: .onnx (ONNX Runtime), an srpipe checkpoint (.pt), or a .pth / .safetensors file spandrel opens (chaiNNer's and ComfyUI's upscalers).")],
-    out: Annotated[Path, typer.Option(help="folder for the upscaled images (NAME_xS.EXT).")],
+    model: Annotated[Optional[Path], typer.Option(help="a model: .onnx (ONNX Runtime), an srpipe checkpoint (.pt), or a .pth / .safetensors file spandrel opens (chaiNNer's and ComfyUI's upscalers); default in a project: its pipeline's model (stages/export-onnx/model.onnx, else stages/train/best.pt).", show_default=False)] = None,
+    out: Annotated[Path, typer.Option(help="folder for the upscaled images (NAME_xS.EXT).")] = Path("upscaled"),
     tile: Annotated[int, typer.Option(min=0, help="LR tile size in pixels; 0: whole images at once.")] = 256,
     overlap: Annotated[int, typer.Option(min=0, help="LR pixels of context around each tile.")] = 16,
     scale: Annotated[Optional[int], typer.Option(help="expected scale; checked against the model.")] = None,
@@ -508,7 +536,10 @@ def upscale(
     Any ONNX model that maps an N x 3 x H x W image to an upscaled one works. Never overwrites an
     input, nor one output with another: that is checked before any work. Alpha is kept (png,
     tiff, webp). A file that cannot be read, or an image too large for the memory at this
-    --tile, is reported and skipped; the command exits 1 at the end if any image failed.
+    --tile, is reported and skipped; the command exits 1 at the end if any image failed. Inside a
+    project, without --model, the pipeline's own model upscales.
+
+    Example: srpipe upscale photo.jpg holiday/ --model 4x-UltraSharp.pth --out upscaled
     """
     from .upscale import upscale_files
     from .upscalers import open_model
@@ -517,6 +548,7 @@ def upscale(
         raise typer.BadParameter(f"{fmt!r}; choose from {', '.join(FORMATS)}", param_hint="--format")
     from .modelfile import TORCH_SUFFIXES
 
+    model = pipeline_model(model, device.value)
     if model.suffix.lower() not in (".onnx", *TORCH_SUFFIXES):
         raise typer.BadParameter(f"{model}: expected a .onnx, .pt, .pth, .ckpt or .safetensors file", param_hint="--model")
     from .hardware import inference_dtype, pick_device
@@ -534,6 +566,26 @@ def upscale(
     typer.echo(f"{len(written)} image(s) upscaled x{loaded.scale} into {out}")
     if failed:
         fail(f"{len(failed)} of {len(written) + len(failed)} image(s) failed", 1)
+
+
+PIPELINE_MODELS = (EXPORT_DIR / "model.onnx", BEST)  # what upscale takes without --model, on a CPU, in this order
+
+
+def pipeline_model(model: Path | None, device: str) -> Path:
+    """--model, or in a project its pipeline's own model, said so: the exported ONNX file, or best.pt
+    (first on a GPU, where PyTorch runs on it and ONNX Runtime on the CPU)."""
+    if model is not None:
+        return model
+    from .hardware import pick_device
+
+    order = PIPELINE_MODELS[::-1] if pick_device(device, "--device").type == "cuda" else PIPELINE_MODELS
+    found = next((path for path in order if path.is_file()), None)
+    if found is None:
+        raise SrpipeError(f"no --model given, and no pipeline model here ({' or '.join(map(str, PIPELINE_MODELS))}, "
+                          "which `dvc repro` writes in a project); give --model FILE: an .onnx, an srpipe checkpoint "
+                          "(.pt), or a .pth / .safetensors file spandrel opens")
+    typer.echo(f"no --model given: the pipeline's {found} (--model to choose another)", err=True)
+    return found
 
 
 class Framework(str, Enum):
@@ -643,7 +695,10 @@ app.add_typer(data_app, name="data")
 @data_app.command("list")
 @stage
 def data_list(params: ParamsPath = Path("params.yaml"), set_: Overrides = None) -> None:
-    """Show the bundled and standard datasets, and which are present under data.raw_dir."""
+    """Show the bundled and standard datasets, and which are present under data.raw_dir.
+
+    Example: srpipe data list
+    """
     from .datasets import SAMPLE_SETS, STANDARD, hr_dir, is_present
 
     p = read(params, set_, missing_ok=True)
@@ -666,6 +721,8 @@ def data_fetch(
     """Download a standard dataset, verify its checksum and extract it into data.raw_dir/NAME.
 
     All or nothing: a failed or interrupted fetch leaves no partial folder. A no-op when present.
+
+    Example: srpipe data fetch set5
     """
     from .datasets import STANDARD, fetch
     from .io import list_images

@@ -129,3 +129,38 @@ def wrong_commands(page) -> list[str]:
         wrong += [f"{' '.join(argv)}: no option {w.split('=')[0]}" for w in words
                   if w.startswith("--") and w.split("=")[0] not in options]
     return wrong
+
+
+# ---------------------------------------------------------------- --help as a reference
+
+
+def every_command():
+    import typer
+
+    from srpipe.cli import app
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        for sub, leaf in getattr(command, "commands", {name: command}).items():
+            yield (f"{name} {sub}" if sub != name else name), leaf
+
+
+@pytest.mark.parametrize("name", [name for name, _ in every_command()])
+def test_every_command_has_an_example_that_parses(name, tmp_path):
+    """Each command's --help ends with an `Example: srpipe ...` line, and that line is a real command."""
+    command = dict(every_command())[name]
+    examples = [line.split("Example: ", 1)[1] for line in (command.help or "").splitlines() if "Example: " in line]
+    assert examples and examples[0].startswith(f"srpipe {name} ") or examples[0] == f"srpipe {name}", command.help
+    page = tmp_path / "example.md"
+    page.write_text(f"```\n{examples[0]}\n```\n")
+    assert not wrong_commands(page)
+
+
+def test_version():
+    from typer.testing import CliRunner
+
+    from srpipe import __version__
+    from srpipe.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output == f"srpipe {__version__}\n"

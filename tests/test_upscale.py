@@ -90,3 +90,19 @@ def test_upscale_cli_with_a_checkpoint_and_format(tmp_path, photo, model):
                "--scale", "3")[0] == 1
     assert run("upscale", str(tmp_path / "p.png"), "--model", str(tmp_path / "m.pt"), "--out", "o",
                "--format", "gif")[0] == 2
+
+
+def test_inside_a_project_upscale_takes_the_pipelines_model_and_says_which(tmp_path, photo, model, monkeypatch):
+    """--model and --out were required even inside a project whose pipeline has just made the model."""
+    monkeypatch.chdir(tmp_path)
+    cv2.imwrite("photo.png", cv2.cvtColor(photo[:40, :48], cv2.COLOR_RGB2BGR))
+    code, out = run("upscale", "photo.png")  # no project here
+    assert code == 1 and "no --model given, and no pipeline model here (stages/export-onnx/model.onnx or " \
+        "stages/train/best.pt" in out and "give --model FILE" in out, out
+    save_checkpoint("stages/train/best.pt", model, {"name": "edsr", "kwargs": {"scale": 2, "n_resblocks": 4, "n_feats": 16}})
+    code, out = run("upscale", "photo.png", "--device", "cpu")
+    assert code == 0 and "no --model given: the pipeline's stages/train/best.pt" in out, out
+    assert read_image(tmp_path / "upscaled" / "photo_x2.png").shape == (80, 96, 3)  # the default --out
+    export_onnx(model, tmp_path / "stages" / "export-onnx" / "model.onnx", 17, 2)
+    code, out = run("upscale", "photo.png", "--device", "cpu")
+    assert code == 0 and "no --model given: the pipeline's stages/export-onnx/model.onnx" in out, out
