@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
-# Air-gapped machines: a local LPIPS AlexNet backbone, used when present (see README).
+# Air-gapped machines: a local LPIPS AlexNet backbone, used when present (see docs/evaluation.md).
 LPIPS_LOCAL := $(abspath $(wildcard ../shared/weights/lpips-alexnet-features.pth))
 ifneq ($(LPIPS_LOCAL),)
 export SRPIPE_LPIPS_BACKBONE ?= $(LPIPS_LOCAL)

@@ -145,7 +145,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "full": {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1},
     },
     "rcan": {"default": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16, "res_scale": 1.0}},
-    "rlfn": {  # the paper's body sizes; srpipe's own tail adds about 0.09 M parameters (README)
+    "rlfn": {  # the paper's body sizes; srpipe's own tail adds about 0.09 M parameters (docs/training.md)
         "default": {"n_resblocks": 6, "n_feats": 52, "esa_channels": 16},
         "small": {"n_resblocks": 6, "n_feats": 48, "esa_channels": 16},
     },
@@ -167,7 +167,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
 }
 
-# Where each architecture and its presets come from (README, `srpipe train --help`).
+# Where each architecture and its presets come from (docs/architectures.md, `srpipe train --help`).
 SOURCES: dict[str, str] = {
     "edsr": "EDSR (Lim et al., 2017): baseline 16x64, full 32x256; srpipe's own",
     "rcan": "RCAN (Zhang et al., 2018): 10 groups of 20 blocks, 64 features; srpipe's own",

@@ -79,7 +79,7 @@ def ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0, y_channel: bool =
     )
 
 
-BACKBONE_FIX = (f"give a local AlexNet file with eval.lpips_backbone or {BACKBONE_ENV} (README: 'LPIPS without "
+BACKBONE_FIX = (f"give a local AlexNet file with eval.lpips_backbone or {BACKBONE_ENV} (docs/evaluation.md: 'LPIPS without "
                 "internet'), or turn LPIPS off with eval.lpips=false")
 
 

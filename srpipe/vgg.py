@@ -3,7 +3,7 @@ local file or, without one, from torchvision's download.
 
 The file is torchvision's ``vgg16().features`` state dict (``features.0.weight`` ... ``features.28.bias``),
 read with ``torch.load(weights_only=True)``: air-gapped machines name it with a param or
-``SRPIPE_VGG16_BACKBONE`` (README: 'LPIPS without internet'), as they do LPIPS's AlexNet.
+``SRPIPE_VGG16_BACKBONE`` (docs/evaluation.md: 'LPIPS without internet'), as they do LPIPS's AlexNet.
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ def ran(output):
 
 
 def readme_exp_show():
-    """The `dvc exp show` commands of README's Experiments section, as argument lists."""
-    text = (ROOT / "README.md").read_text()
+    """The `dvc exp show` commands of the experiments guide, as argument lists."""
+    text = (ROOT / "docs" / "experiments.md").read_text()
     section = text[text.index("## Experiments\n"):]
     section = section[:section.index("\n## ", 1)].replace("\\\n", " ")
     return [shlex.split(line, comments=True) for line in section.splitlines() if line.startswith("dvc exp show ")]

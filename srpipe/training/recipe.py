@@ -15,7 +15,7 @@ from ..metrics import BT601_CBCR, BT601_Y
 
 LR_WARN = 5e-4  # the EDSR paper saw its wide models' training diverge above this
 # (residual blocks, features, lr): srpipe measured training stable up to this lr for models no
-# deeper and no wider (README: time to quality; 8x32 diverged at 4e-3, 16x32 at 2e-3)
+# deeper and no wider (docs/training.md: time to quality; 8x32 diverged at 4e-3, 16x32 at 2e-3)
 MEASURED_STABLE = ((8, 32, 2e-3), (12, 48, 1e-3))
 # spandrel's architectures at their default preset: the highest lr the 30-minute recipe trained
 # stably (docs/benchmarks/architectures.md: SPAN diverged at 2e-3, Compact and SAFMN did not)
