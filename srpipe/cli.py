@@ -283,9 +283,11 @@ def evaluate(
     if save_dir is not None:
         check_writable(save_dir, folder=True)
     explicit_scale = params.is_file() or any(o.replace(" ", "").startswith("scale=") for o in set_ or [])
-    model = checkpoint if chosen else BEST
-    upscaler, model_scale, label = evaluated(p, model, onnx, baseline, scale, explicit_scale)
-    extras = extra_upscalers(p, model if baseline is None else None, onnx)
+    from .hardware import pick_device
+
+    model, device = checkpoint if chosen else BEST, pick_device(p.eval.device, "eval.device")
+    upscaler, model_scale, label = evaluated(p, model, onnx, baseline, scale, explicit_scale, device)
+    extras = extra_upscalers(p, model if baseline is None else None, onnx, device)
     if hr_dir is not None:
         score_folder(p, upscaler, model_scale, label, hr_dir, out, save_dir, extras)
     else:
@@ -309,13 +311,12 @@ def inference_overrides(device: Device | None, precision: Precision | None) -> l
     return [*([f"eval.device={device.value}"] if device else []), *([f"eval.precision={precision.value}"] if precision else [])]
 
 
-def extra_upscalers(p: Params, model: Path | None, onnx: Path | None) -> dict:
+def extra_upscalers(p: Params, model: Path | None, onnx: Path | None, device) -> dict:
     """What evaluate scores beside the model, by entry name: its x8 self-ensemble
     (``eval.self_ensemble``) and, for a PyTorch model, its half-precision run (``eval.precision``)."""
-    from .hardware import pick_device
     from .upscalers import load_upscaler
 
-    extras, device = {}, pick_device(p.eval.device, "eval.device")
+    extras = {}
     if p.eval.self_ensemble and (model or onnx):
         extras["ensemble"] = load_upscaler(model if onnx is None else None, onnx, ensemble=True, device=device).upscaler
     if p.eval.precision != "fp32" and model and onnx is None:
@@ -324,12 +325,10 @@ def extra_upscalers(p: Params, model: Path | None, onnx: Path | None) -> dict:
 
 
 def evaluated(p: Params, checkpoint: Path | None, onnx: Path | None, baseline: Baseline | None,
-              scale: int | None, explicit_scale: bool):
-    """(upscaler, scale, label) of what evaluate scores; a model's own scale wins over params."""
-    from .hardware import pick_device
+              scale: int | None, explicit_scale: bool, device):
+    """(upscaler, scale, label) of what evaluate scores on ``device``; a model's own scale wins over params."""
     from .upscalers import load_upscaler
 
-    device = pick_device(p.eval.device, "eval.device")
     loaded = load_upscaler(checkpoint, onnx, baseline and baseline.value, scale or p.scale, device=device)
     upscaler, model_scale, label = loaded.upscaler, loaded.scale, loaded.label
     typer.echo(f"scoring {loaded.description}", err=True)
@@ -347,11 +346,9 @@ def protocol(p: Params, scale: int) -> dict:
 
 def perceptual_metrics(p: Params) -> dict:
     """The perceptual metrics eval turns on, by name: LPIPS (AlexNet) and DISTS (VGG16)."""
-    from .dists import DISTS
-    from .metrics import LPIPS
+    from .metrics import perceptual_scorers
 
-    return {**({"lpips": LPIPS(p.eval.lpips_backbone)} if p.eval.lpips else {}),
-            **({"dists": DISTS(p.eval.vgg16_backbone)} if p.eval.dists else {})}
+    return perceptual_scorers(p.eval.lpips, p.eval.dists, p.eval.lpips_backbone, p.eval.vgg16_backbone)
 
 
 def score_folder(p: Params, upscaler, scale: int, label: str, hr_dir: str, out: Path, save_dir: Path | None,

@@ -149,3 +149,14 @@ class LPIPS:
         sr, hr = cropped_pair(sr, hr, crop_border)
         with torch.no_grad():
             return float(self.model(self.to_tensor(sr), self.to_tensor(hr)).item())
+
+
+def perceptual_scorers(lpips: bool, dists: bool, lpips_backbone: str | Path | None = None,
+                       vgg16_backbone: str | Path | None = None, device: str = "cpu") -> dict:
+    """The perceptual metrics turned on, by name, for :func:`srpipe.evaluate.evaluate`: LPIPS
+    (AlexNet) and DISTS (VGG16), each from its local backbone file (or its environment variable,
+    or a download). The one place evaluate, export-onnx and the trainer's validation build them."""
+    from .dists import DISTS
+
+    return {**({"lpips": LPIPS(lpips_backbone, device)} if lpips else {}),
+            **({"dists": DISTS(vgg16_backbone, device)} if dists else {})}

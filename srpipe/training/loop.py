@@ -32,7 +32,7 @@ from ..degradations import CropDegrader
 from ..evaluate import evaluate, summarize
 from ..hardware import available_cores, pick_device
 from ..io import UNFINISHED, SrpipeError, atomic_outputs, folder_lock, remove_stale, write_json
-from ..metrics import LPIPS
+from ..metrics import perceptual_scorers
 from ..models import build_model, count_parameters, macs_per_output_pixel, save_checkpoint, zero_init_residual
 from ..patches import ImageStore
 from ..progress import progress
@@ -204,9 +204,7 @@ class Trainer:
         cfg = self.cfg
         if not (cfg.perceptual_weight or cfg.gan_weight or cfg.best_metric == "lpips"):
             return None
-        from ..dists import DISTS
-
-        return {"lpips": LPIPS(lpips_backbone, str(self.device)), "dists": DISTS(cfg.vgg16_backbone, str(self.device))}
+        return perceptual_scorers(True, True, lpips_backbone, cfg.vgg16_backbone, str(self.device))
 
     def _set_up_model(self, init_from: str | None) -> None:
         """The model (from ``init_from``'s matching tensors on a fresh start), optimiser, schedule, EMA."""
