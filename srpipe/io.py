@@ -239,17 +239,28 @@ def remove_stale(path: str | Path) -> list[Path]:
     """Remove the temporaries that killed writers of ``path`` left beside it (only srpipe's own,
     recognised by their name, and only those whose process is gone); returns them."""
     path = Path(path)
-    pattern = _temporary_name(path)
+    return _remove_dead(path.parent, _temporary_name(path))
+
+
+def remove_stale_in(folder: str | Path) -> list[Path]:
+    """Remove every temporary that a killed srpipe writer left in ``folder`` (an output folder of
+    many files, such as upscale's), whatever output it was for; returns them."""
+    return _remove_dead(Path(folder), re.compile(r"\..+\.(\d+)\.[a-z0-9_]{8}\.tmp(\.[^.]*)?"))
+
+
+def _remove_dead(folder: Path, pattern: re.Pattern) -> list[Path]:
+    """Remove the entries of ``folder`` that ``pattern`` (its group 1: the writer's PID) matches
+    and whose writer is gone, each said in a warning."""
     stale = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(path.parent):
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
             match = pattern.fullmatch(entry.name)
             if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
                 stale.append(Path(entry.path))
     for old in stale:
         size = sum(f.stat().st_size for f in old.rglob("*") if f.is_file()) if old.is_dir() else old.stat().st_size
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-        warnings.warn(f"removed {old} ({size / 2**20:.1f} MiB), left by a killed run", stacklevel=3)
+        warnings.warn(f"removed {old} ({size / 2**20:.1f} MiB), left by a killed run", stacklevel=4)
     return stale
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .imresize import imresize
-from .io import IMAGE_SUFFIXES, DiskFull, SrpipeError, list_images, read_image_alpha, write_image
+from .io import IMAGE_SUFFIXES, DiskFull, SrpipeError, list_images, read_image_alpha, remove_stale_in, write_image
 from .progress import progress
 
 if TYPE_CHECKING:  # the CLI imports this module for FORMATS; torch loads only when a model does
@@ -202,6 +202,7 @@ def upscale_files(
     that would not fit in memory, is reported and skipped; a full disk stops them all."""
     plan = plan_outputs(inputs, out_dir, model.scale, fmt)
     check_overlap(model.footprint, tile, overlap)
+    remove_stale_in(out_dir)  # what a killed upscale left there, half-written
     written, failed = [], []
     for src, dest in progress(plan, desc="images", unit="img"):
         try:

@@ -1,3 +1,5 @@
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -106,3 +108,25 @@ def test_inside_a_project_upscale_takes_the_pipelines_model_and_says_which(tmp_p
     export_onnx(model, tmp_path / "stages" / "export-onnx" / "model.onnx", 17, 2)
     code, out = run("upscale", "photo.png", "--device", "cpu")
     assert code == 0 and "no --model given: the pipeline's stages/export-onnx/model.onnx" in out, out
+
+
+def test_upscale_removes_what_a_killed_upscale_left_in_its_folder(tmp_path, photo, model):
+    """A kill while an output was written left `.NAME_x2.PID.RANDOM.tmp.png` in --out, never removed."""
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "up"
+    out.mkdir()
+    stale = out / f".other_x2.{dead.pid}.abcd1234.tmp.png"
+    stale.write_bytes(b"half an image")
+    mine = out / f".kept_x2.{os.getpid()}.abcd1234.tmp.png"  # a live writer's: not touched
+    mine.write_bytes(b"being written")
+    notes = out / "notes.tmp.txt"  # not srpipe's: not touched
+    notes.write_text("mine")
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(photo[:32, :40], cv2.COLOR_RGB2BGR))
+    save_checkpoint(tmp_path / "m.pt", model, {"name": "edsr", "kwargs": {"scale": 2, "n_resblocks": 4, "n_feats": 16}})
+    with pytest.warns(UserWarning, match=r"removed .*\.other_x2\.\d+\.abcd1234\.tmp\.png \(0\.0 MiB\), left by a killed run"):
+        code, _ = run("upscale", str(tmp_path / "a.png"), "--model", str(tmp_path / "m.pt"), "--out", str(out))
+    assert code == 0 and not stale.exists() and mine.exists() and notes.exists()
+    assert (out / "a_x2.png").is_file()
