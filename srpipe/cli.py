@@ -63,7 +63,7 @@ def os_error_message(exc: OSError) -> str:
     """One line for a file-system failure: the path, what went wrong, what to do."""
     from .io import disk_full_error, user_path
 
-    full = disk_full_error(exc, exc.filename or "an output") if exc.errno is not None else None
+    full = disk_full_error(exc, exc.filename or "an output")
     if full is not None:
         return str(full)
     where = f"{user_path(exc.filename)}: " if exc.filename else ""
@@ -543,14 +543,13 @@ def upscale(
 
     if fmt is not None and fmt.lower() not in FORMATS:
         raise typer.BadParameter(f"{fmt!r}; choose from {', '.join(FORMATS)}", param_hint="--format")
+    from .hardware import inference_dtype, pick_device
     from .modelfile import TORCH_SUFFIXES
 
-    model = pipeline_model(model, device.value)
+    where = pick_device(device.value, "--device")
+    model = pipeline_model(model, where)
     if model.suffix.lower() not in (".onnx", *TORCH_SUFFIXES):
         raise typer.BadParameter(f"{model}: expected a .onnx, .pt, .pth, .ckpt or .safetensors file", param_hint="--model")
-    from .hardware import inference_dtype, pick_device
-
-    where = pick_device(device.value, "--device")
     inference_dtype(precision.value, where, "--precision")  # half precision off CUDA stops here, named
     check_writable(out, folder=True)
     loaded = open_model(model, ensemble, device=where, precision=precision.value)
@@ -568,14 +567,12 @@ def upscale(
 PIPELINE_MODELS = (EXPORT_DIR / "model.onnx", BEST)  # what upscale takes without --model, on a CPU, in this order
 
 
-def pipeline_model(model: Path | None, device: str) -> Path:
+def pipeline_model(model: Path | None, device) -> Path:
     """--model, or in a project its pipeline's own model, said so: the exported ONNX file, or best.pt
-    (first on a GPU, where PyTorch runs on it and ONNX Runtime on the CPU)."""
+    (first on a GPU ``device``, where PyTorch runs on it and ONNX Runtime on the CPU)."""
     if model is not None:
         return model
-    from .hardware import pick_device
-
-    order = PIPELINE_MODELS[::-1] if pick_device(device, "--device").type == "cuda" else PIPELINE_MODELS
+    order = PIPELINE_MODELS[::-1] if device.type == "cuda" else PIPELINE_MODELS
     found = next((path for path in order if path.is_file()), None)
     if found is None:
         raise SrpipeError(f"no --model given, and no pipeline model here ({' or '.join(map(str, PIPELINE_MODELS))}, "

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -49,14 +49,15 @@ def user_path(path: str | Path) -> Path:
     ``out/.unfinished/best.pt`` as ``out/best.pt``."""
     parts = []
     for part in Path(path).parts:
-        while (match := _TEMPORARY.fullmatch(part)) is not None:
-            part = match.group(1) + (match.group(2) or "")
+        while (match := TEMPORARY.fullmatch(part)) is not None:
+            part = match["stem"] + (match["suffix"] or "")
         if part != UNFINISHED:
             parts.append(part)
     return Path(*parts) if parts else Path(path)
 
 
-_TEMPORARY = re.compile(r"\.(.+)\.\d+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?")
+# how :func:`atomic_outputs` names the temporary of an output STEM.SUFFIX: .STEM.PID.RANDOM.tmp.SUFFIX
+TEMPORARY = re.compile(r"\.(?P<stem>.+)\.(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?")
 
 
 def _free_bytes(path: Path) -> float:
@@ -220,11 +221,6 @@ def read_image(path: str | Path) -> np.ndarray:
     return rgb
 
 
-def _temporary_name(path: Path) -> re.Pattern:
-    """What :func:`atomic_path` names its temporaries for ``path``: ``.STEM.PID.RANDOM.tmpSUFFIX``."""
-    return re.compile(rf"\.{re.escape(path.stem)}\.(\d+)\.[a-z0-9_]{{8}}\.tmp{re.escape(path.suffix)}")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -239,23 +235,23 @@ def remove_stale(path: str | Path) -> list[Path]:
     """Remove the temporaries that killed writers of ``path`` left beside it (only srpipe's own,
     recognised by their name, and only those whose process is gone); returns them."""
     path = Path(path)
-    return _remove_dead(path.parent, _temporary_name(path))
+    return _remove_dead(path.parent, lambda m: m["stem"] == path.stem and (m["suffix"] or "") == path.suffix)
 
 
 def remove_stale_in(folder: str | Path) -> list[Path]:
     """Remove every temporary that a killed srpipe writer left in ``folder`` (an output folder of
     many files, such as upscale's), whatever output it was for; returns them."""
-    return _remove_dead(Path(folder), re.compile(r"\..+\.(\d+)\.[a-z0-9_]{8}\.tmp(\.[^.]*)?"))
+    return _remove_dead(Path(folder), lambda match: True)
 
 
-def _remove_dead(folder: Path, pattern: re.Pattern) -> list[Path]:
-    """Remove the entries of ``folder`` that ``pattern`` (its group 1: the writer's PID) matches
-    and whose writer is gone, each said in a warning."""
+def _remove_dead(folder: Path, wanted: Callable[[re.Match], bool]) -> list[Path]:
+    """Remove the temporaries (:data:`TEMPORARY`) in ``folder`` that ``wanted`` picks and whose
+    writer is gone, each said in a warning."""
     stale = []
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for entry in os.scandir(folder):
-            match = pattern.fullmatch(entry.name)
-            if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            match = TEMPORARY.fullmatch(entry.name)
+            if match and wanted(match) and int(match["pid"]) != os.getpid() and not _alive(int(match["pid"])):
                 stale.append(Path(entry.path))
     for old in stale:
         size = sum(f.stat().st_size for f in old.rglob("*") if f.is_file()) if old.is_dir() else old.stat().st_size

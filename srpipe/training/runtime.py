@@ -15,7 +15,6 @@ from torch import nn
 from ..io import disk_full_error
 
 
-
 def loader_workers(workers: int | None, device: torch.device, world: int) -> int:
     """DataLoader workers: as given, else none on the CPU (the step is the bottleneck there and
     workers would take its cores) and up to 8 per process on a GPU."""
